@@ -1,0 +1,1 @@
+"""practicesync: mirror a practice's patient list and actioned results, and contact patients safely."""

@@ -1,0 +1,167 @@
+"""A practice list row, checked and normalised, and the stored record it is compared with.
+
+`check_row` turns one canonical CSV row (a dict of strings) into a `ListRow` plus the row's
+errors. Pure: no database, so the rules are tested row by row.
+"""
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field, fields, replace
+
+from .identifiers import clean_email, clean_ihi, clean_medicare_number, clean_nhs_number, clean_phone
+from .models import SYNCED_FIELDS
+from .names import normalise_name
+
+CANONICAL_COLUMNS = (
+    "pms_id", "nhs_number", "medicare_number", "ihi", "title", "given_name", "family_name",
+    "date_of_birth", "sex", "mobile_phone", "home_phone", "email", "address_line1",
+    "address_line2", "locality", "postcode", "registration_status", "date_of_death",
+)
+SEXES = {"m": "M", "male": "M", "f": "F", "female": "F", "x": "X", "other": "X",
+         "indeterminate": "X", "u": "U", "unknown": "U", "not stated": "U"}
+STATUSES = {"": "active", "active": "active", "left": "left", "deceased": "deceased"}
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    row: int
+    pms_id: str | None
+    field: str
+    message: str
+
+    def as_dict(self) -> dict:
+        return {"row": self.row, "pms_id": self.pms_id, "field": self.field, "message": self.message}
+
+
+@dataclass(slots=True)
+class PatientRecord:
+    """The synced fields of a patient, as stored (or as a list row would create them)."""
+
+    id: int | None = None
+    pms_id: str | None = None
+    account_id: str | None = None
+    digital: bool = False
+    nhs_number: str | None = None
+    medicare_number: str | None = None
+    ihi: str | None = None
+    title: str = ""
+    given_name: str = ""
+    family_name: str = ""
+    date_of_birth: dt.date | None = None
+    sex: str = ""
+    mobile_phone: str | None = None
+    home_phone: str | None = None
+    email: str | None = None
+    address_line1: str = ""
+    address_line2: str = ""
+    locality: str = ""
+    postcode: str = ""
+    status: str = "active"
+    date_of_death: dt.date | None = None
+    list_fingerprint: str = ""
+
+    @property
+    def name_key(self) -> tuple[str, str, dt.date | None]:
+        return normalise_name(self.family_name), normalise_name(self.given_name), self.date_of_birth
+
+    def state(self) -> tuple:
+        return (self.digital, self.account_id, *(getattr(self, f) for f in SYNCED_FIELDS))
+
+
+RECORD_FIELDS = tuple(f.name for f in fields(PatientRecord))
+
+
+@dataclass(slots=True)
+class ListRow:
+    """One patient of the PMS list, validated. `status` None means the list's value was unusable."""
+
+    line: int
+    record: PatientRecord
+    status: str | None
+    raw_digest: str = field(default="")
+
+    @property
+    def pms_id(self) -> str:
+        return self.record.pms_id
+
+
+def _date(raw: str) -> dt.date:
+    return dt.date.fromisoformat(raw.strip())
+
+
+def check_row(line: int, raw: dict[str, str], country: str) -> tuple[ListRow | None, list[RowError]]:
+    """Validate one row. Returns (None, errors) when the row cannot identify a patient at all."""
+    get = lambda col: (raw.get(col) or "").strip()  # noqa: E731
+    pms_id = get("pms_id") or None
+    errors: list[RowError] = []
+
+    def error(col: str, message: str) -> None:
+        errors.append(RowError(line, pms_id, col, message))
+
+    if not pms_id:
+        error("pms_id", "missing: every list row needs the PMS's own patient id")
+    if not get("family_name"):
+        error("family_name", "missing")
+    if not get("given_name"):
+        error("given_name", "missing")
+    try:
+        dob = _date(get("date_of_birth"))
+    except ValueError:
+        dob = None
+        error("date_of_birth", f"{get('date_of_birth')!r} is not a date (YYYY-MM-DD)")
+    if errors:
+        return None, errors
+    if dob > dt.date.today():
+        error("date_of_birth", f"{dob.isoformat()} is in the future")
+        return None, errors
+
+    values: dict = {"pms_id": pms_id, "given_name": get("given_name"),
+                    "family_name": get("family_name"), "title": get("title"),
+                    "date_of_birth": dob}
+    for col, clean in (("nhs_number", clean_nhs_number), ("medicare_number", clean_medicare_number),
+                       ("ihi", clean_ihi), ("email", clean_email)):
+        values[col], message = clean(get(col))
+        if message:
+            error(col, message)
+    for col in ("mobile_phone", "home_phone"):
+        values[col], message = clean_phone(get(col), country)
+        if message:
+            error(col, message)
+    for col in ("address_line1", "address_line2", "locality", "postcode"):
+        values[col] = get(col)
+
+    sex = get("sex")
+    values["sex"] = SEXES.get(sex.lower(), "")
+    if sex and not values["sex"]:
+        error("sex", f"{sex!r} is not one of M, F, X, U")
+
+    date_of_death = None
+    if get("date_of_death"):
+        try:
+            date_of_death = _date(get("date_of_death"))
+        except ValueError:
+            error("date_of_death", f"{get('date_of_death')!r} is not a date (YYYY-MM-DD)")
+    status = STATUSES.get(get("registration_status").lower())
+    if status is None:
+        error("registration_status", f"{get('registration_status')!r} is not active, left or deceased")
+    if date_of_death or get("registration_status").lower() == "deceased":
+        # A date of death alone is enough: when in doubt, no message goes out.
+        status = "deceased"
+    values["date_of_death"] = date_of_death
+    values["status"] = status or "active"
+
+    digest = hashlib.md5("\x1f".join(get(c) for c in CANONICAL_COLUMNS).encode()).hexdigest()
+    return ListRow(line=line, record=PatientRecord(**values), status=status, raw_digest=digest), errors
+
+
+RULES_VERSION = "1"
+
+
+def fingerprint(row: ListRow, record: PatientRecord) -> str:
+    """Row and resulting record together: equal on a later run means nothing to do."""
+    text = repr((RULES_VERSION, row.raw_digest, record.state()))
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def copy_record(record: PatientRecord, **changes) -> PatientRecord:
+    return replace(record, **changes)

@@ -1,0 +1,205 @@
+"""The Patient Sync action: read a practice list, plan the run, apply it in one transaction.
+
+Deciding lives in reconcile/matching/merge (pure); this module loads, writes and audits.
+"""
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from django.db import transaction
+from django.utils import timezone
+
+from practicesync.audit.models import AuditEvent
+from practicesync.connectors.csvfile.patient_list import SourceError, read_patient_list
+from practicesync.connectors.profiles import get_profile
+from practicesync.practices.access import require_sync_permission
+from practicesync.practices.models import Practice
+
+from .models import NotSamePerson, Patient, ReviewItem, SyncRun
+from .reconcile import Plan, plan_sync
+from .rows import RECORD_FIELDS, ListRow, PatientRecord, RowError, check_row
+
+BATCH = 2000
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class SyncReport:
+    status: str
+    summary: dict
+    errors: list[dict] = field(default_factory=list)
+    run_id: int | None = None
+    plan: Plan | None = None
+    failure: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.status == SyncRun.Status.COMPLETED else 1
+
+    def as_json(self) -> dict:
+        out = {**self.summary, "errors": self.errors, "status": self.status,
+               "run_id": self.run_id}
+        if self.failure:
+            out["failure"] = self.failure
+        return out
+
+
+def load_records(practice: Practice) -> list[PatientRecord]:
+    return [PatientRecord(*values) for values in
+            Patient.objects.filter(practice=practice).order_by("id").values_list(*RECORD_FIELDS)
+            .iterator(chunk_size=BATCH)]
+
+
+def check_rows(raw_rows: Iterable[tuple[int, dict]], country: str
+               ) -> tuple[list[ListRow], list[RowError], set[str]]:
+    rows, errors, present = [], [], set()
+    for line, raw in raw_rows:
+        row, row_errors = check_row(line, raw, country)
+        errors += row_errors
+        pms_id = (raw.get("pms_id") or "").strip()
+        if pms_id in present:
+            errors.append(RowError(line, pms_id, "pms_id",
+                                   "appears twice in the list; only the first row is used"))
+            continue
+        if pms_id:
+            present.add(pms_id)
+        if row is not None:
+            rows.append(row)
+    return rows, errors, present
+
+
+def sync_patient_list(*, practice: Practice, source: str, actor: str, dry_run: bool = False,
+                      allow_drop_reason: str = "", progress: Progress | None = None
+                      ) -> SyncReport:
+    """Raises SyncNotPermitted before reading anything when the practice has not consented."""
+    require_sync_permission(practice)
+    started = timezone.now()
+    profile = get_profile(practice.pms)
+    try:
+        rows, errors, present = check_rows(read_patient_list(source, profile), practice.country)
+    except SourceError as e:
+        if dry_run:
+            return SyncReport(SyncRun.Status.FAILED, empty_summary(), failure=str(e))
+        return record_failed_run(practice=practice, source=source, actor=actor,
+                                 failure=str(e), started=started)
+    if progress:
+        progress("checked", len(rows), len(rows))
+
+    records = load_records(practice)
+    not_same = set(NotSamePerson.objects.filter(practice=practice)
+                   .values_list("pms_id", "patient_id"))
+    plan = plan_sync(records, rows, present_pms_ids=present, not_same=not_same,
+                     max_drop_share=practice.max_drop_share, allow_drop=bool(allow_drop_reason))
+    error_dicts = [e.as_dict() for e in errors]
+    if plan.refused:
+        status = SyncRun.Status.REFUSED_TRUNCATED
+    elif errors:
+        status = SyncRun.Status.COMPLETED_WITH_ERRORS
+    else:
+        status = SyncRun.Status.COMPLETED
+    if dry_run:
+        return SyncReport(status, plan.summary(), error_dicts, plan=plan)
+
+    run = SyncRun.objects.create(practice=practice, source=source, triggered_by=actor,
+                                 allow_drop_reason=allow_drop_reason, started_at=started)
+    try:
+        with transaction.atomic():
+            if plan.refused:
+                _store_reviews(practice, run, [plan.refused], key_suffix=f":run{run.id}")
+            else:
+                _apply(practice, run, plan, actor, progress)
+    except Exception as e:
+        run.status, run.failure, run.finished_at = SyncRun.Status.FAILED, repr(e), timezone.now()
+        run.save(update_fields=["status", "failure", "finished_at"])
+        raise
+    run.status, run.counts, run.errors = status, plan.summary(), error_dicts
+    run.finished_at = timezone.now()
+    run.save(update_fields=["status", "counts", "errors", "finished_at"])
+    return SyncReport(status, plan.summary(), error_dicts, run_id=run.id, plan=plan)
+
+
+def empty_summary() -> dict:
+    return Plan().summary()
+
+
+def record_failed_run(*, practice: Practice, source: str, actor: str, failure: str,
+                      started=None) -> SyncReport:
+    """A run that could not start: recorded so staff see it, and nothing else changed."""
+    run = SyncRun.objects.create(practice=practice, source=source, triggered_by=actor,
+                                 status=SyncRun.Status.FAILED, failure=failure,
+                                 started_at=started or timezone.now(), finished_at=timezone.now())
+    return SyncReport(run.status, empty_summary(), run_id=run.id, failure=failure)
+
+
+def _apply(practice: Practice, run: SyncRun, plan: Plan, actor: str, progress) -> None:
+    now = timezone.now()
+    events: list[AuditEvent] = []
+
+    def event(action: str, patient_id: int, why: str, detail: dict) -> None:
+        events.append(AuditEvent(practice=practice, at=now, actor=actor, action=action,
+                                 why=why, patient_id=patient_id, sync_run=run, detail=detail))
+
+    created = Patient.objects.bulk_create(
+        [_new_patient(practice, c.row, c.fingerprint, now) for c in plan.creates],
+        batch_size=BATCH)
+    for patient, create in zip(created, plan.creates, strict=True):
+        event("patient.created", patient.id, "not_on_record",
+              {"row": create.row.line, "pms_id": patient.pms_id, "digital": False,
+               "status": patient.status})
+    if progress:
+        progress("created", len(created), len(created))
+
+    # Only the fields a change names are written, so a concurrent edit of another field of
+    # the same patient is never overwritten with what this run loaded.
+    by_fields: dict[frozenset, list[Patient]] = defaultdict(list)
+    for update in plan.updates:
+        values = {c.field: c.new for c in update.changes}
+        link = next((c.rule for c in update.changes if c.field == "pms_id"), None)
+        if link:
+            values["link_reason"] = link
+        values["list_fingerprint"] = update.fingerprint
+        values["updated_at"] = now
+        by_fields[frozenset(values)].append(Patient(id=update.record.id, **values))
+        event("patient.updated", update.record.id,
+              ",".join(sorted({c.rule for c in update.changes})),
+              {"changes": [c.as_dict() for c in update.changes]})
+    for names, patients in by_fields.items():
+        Patient.objects.bulk_update(patients, sorted(names), batch_size=BATCH)
+    Patient.objects.bulk_update(
+        [Patient(id=pid, list_fingerprint=fp) for pid, fp in plan.fingerprints],
+        ["list_fingerprint"], batch_size=BATCH)
+
+    AuditEvent.objects.bulk_create(events, batch_size=BATCH)
+    _store_reviews(practice, run, plan.reviews)
+
+
+def _new_patient(practice: Practice, row: ListRow, fingerprint: str, now) -> Patient:
+    values = {f: getattr(row.record, f) for f in RECORD_FIELDS if f not in ("id",)}
+    values.update(digital=False, list_fingerprint=fingerprint, link_reason="created_from_list")
+    return Patient(practice=practice, created_at=now, updated_at=now, **values)
+
+
+def _store_reviews(practice: Practice, run: SyncRun, reviews, key_suffix: str = "") -> None:
+    """One review item per finding; a finding already on record (open or decided) is not
+    raised again by a later run."""
+    wanted = {r.key + key_suffix: r for r in reviews}
+    if not wanted:
+        return
+    known = set(ReviewItem.objects.filter(practice=practice, key__in=list(wanted))
+                .values_list("key", flat=True))
+    fresh = {k: r for k, r in wanted.items() if k not in known}
+    items = ReviewItem.objects.bulk_create([
+        ReviewItem(practice=practice, kind=r.kind, detail=r.detail, key=k, sync_run=run,
+                   pms_ids=sorted({p for p in [r.pms_id, *(c.pms_id for c in r.candidates)] if p}),
+                   account_ids=sorted({c.account_id for c in r.candidates if c.account_id}))
+        for k, r in fresh.items()], batch_size=BATCH)
+    by_pms_id = dict(Patient.objects.filter(
+        practice=practice, pms_id__in=[p for i in items for p in i.pms_ids])
+        .values_list("pms_id", "id"))
+    links = []
+    for item, review in zip(items, fresh.values(), strict=True):
+        ids = {c.id for c in review.candidates if c.id} | {by_pms_id[p] for p in item.pms_ids
+                                                           if p in by_pms_id}
+        links += [ReviewItem.patients.through(reviewitem_id=item.id, patient_id=i) for i in ids]
+    ReviewItem.patients.through.objects.bulk_create(links, batch_size=BATCH)

@@ -1,0 +1,52 @@
+"""Background work for Patient Sync: the nightly run of each practice."""
+
+import logging
+
+from django.utils import timezone
+from django_tasks import task
+
+from practicesync.practices.access import SyncNotPermitted
+from practicesync.practices.actions import next_nightly_run
+from practicesync.practices.models import Practice
+
+from .sync import SyncReport, record_failed_run, sync_patient_list
+
+log = logging.getLogger(__name__)
+NIGHTLY = "system:nightly"
+
+
+@task()
+def nightly_patient_sync(practice_id: int) -> dict:
+    return run_configured_sync(Practice.objects.get(id=practice_id), actor=NIGHTLY).as_json()
+
+
+def run_configured_sync(practice: Practice, *, actor: str) -> SyncReport:
+    """Sync from the practice's configured source. No source, or no permission, is a failed
+    run that staff can see; nothing else is changed."""
+    if not practice.list_source:
+        return record_failed_run(practice=practice, source="", actor=actor, failure=(
+            "no practice list source configured (practicesync practice schedule)"))
+    try:
+        report = sync_patient_list(practice=practice, source=practice.list_source, actor=actor)
+    except SyncNotPermitted as e:
+        return record_failed_run(practice=practice, source=practice.list_source, actor=actor,
+                                 failure=str(e))
+    log.info("practice=%s nightly sync run=%s status=%s", practice.id, report.run_id,
+             report.status)
+    return report
+
+
+def enqueue_due_syncs(now=None) -> list[int]:
+    """Queue the nightly sync of every practice that is due. Each due slot is claimed with a
+    conditional UPDATE, so two workers never queue the same night twice."""
+    now = now or timezone.now()
+    queued = []
+    due = Practice.objects.filter(next_sync_due__lte=now).exclude(list_source="")
+    for practice in due:
+        claimed = Practice.objects.filter(
+            id=practice.id, next_sync_due=practice.next_sync_due
+        ).update(next_sync_due=next_nightly_run(practice, now))
+        if claimed:
+            nightly_patient_sync.enqueue(practice.id)
+            queued.append(practice.id)
+    return queued

@@ -1,0 +1,68 @@
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.db import models
+
+
+class Practice(models.Model):
+    """A tenant. Every other row in practicesync belongs to exactly one practice."""
+
+    class PMS(models.TextChoices):
+        BEST_PRACTICE = "bestpractice", "Best Practice"
+        MEDICAL_DIRECTOR = "medicaldirector", "Medical Director"
+        DOCMAN10 = "docman10", "Docman 10"
+
+    class Country(models.TextChoices):
+        AU = "AU", "Australia"
+        GB = "GB", "United Kingdom"
+
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=200)
+    pms = models.CharField(max_length=20, choices=PMS.choices)
+    country = models.CharField(max_length=2, choices=Country.choices)
+    timezone = models.CharField(max_length=64)
+
+    # Patient Sync is off until the data controller's permission and DPIA are on record.
+    permission_granted_by = models.CharField(max_length=200, blank=True)
+    permission_granted_at = models.DateTimeField(null=True, blank=True)
+    dpia_ref = models.CharField(max_length=200, blank=True)
+
+    # Nightly sync: where the practice list is read from and when (practice-local time).
+    list_source = models.CharField(max_length=1000, blank=True)
+    list_format = models.CharField(max_length=20, default="csv")
+    nightly_sync_at = models.TimeField(default=dt.time(2, 0))
+    next_sync_due = models.DateTimeField(null=True, blank=True)
+    # A list dropping more than this share of the practice's listed patients is refused.
+    max_drop_share = models.DecimalField(max_digits=4, decimal_places=3, default=0.05)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def sync_permitted(self) -> bool:
+        return bool(self.permission_granted_at and self.permission_granted_by and self.dpia_ref)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        ADMIN = "admin"
+        CLINICIAN = "clinician"
+        RECEPTION = "reception"
+
+    practice = models.ForeignKey(Practice, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=20, choices=Role.choices)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["practice", "user"], name="one_membership_per_practice")
+        ]

@@ -1,0 +1,28 @@
+import os
+import sys
+
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+
+def gunicorn_argv(host: str, port: int, workers: int = 2) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "practicesync.wsgi:application",
+            "--bind", f"{host}:{port}", "--workers", str(workers),
+            "--access-logfile", "-", "--graceful-timeout", "10"]
+
+
+class Command(BaseCommand):
+    help = "Serve the web app with gunicorn (static files by WhiteNoise, DEBUG off by default)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--workers", type=int, default=2)
+
+    def handle(self, *args, host, port, workers, **_):
+        call_command("collectstatic", interactive=False, verbosity=0)
+        self.stdout.write(f"serving on http://{host}:{port}/")
+        self.stdout.flush()
+        # gunicorn replaces this process, so SIGTERM reaches it directly and it stops cleanly.
+        argv = gunicorn_argv(host, port, workers)
+        os.execv(argv[0], argv)

@@ -1,0 +1,1 @@
+"""PMS simulators: synthetic practices that speak the real formats, deterministic by seed."""

@@ -1,0 +1,54 @@
+"""Test data builders. Synthetic only."""
+
+import csv
+import datetime as dt
+import itertools
+from pathlib import Path
+
+from practicesync.patients.models import Patient
+from practicesync.patients.rows import CANONICAL_COLUMNS
+from practicesync.practices import actions
+
+_n = itertools.count(1)
+ACTOR = "test"
+
+# Valid synthetic identifiers (999 NHS test range; made-up AU numbers with valid checks).
+NHS = ["9990000018", "9990000026", "9990000034", "9990000042", "9990000050", "9990000069"]
+MEDICARE = "2953161251"  # 8 digits, check digit, issue number; add the IRN for one person
+IHI = "8003608166690503"
+
+
+def make_practice(*, pms="docman10", permitted=True, slug=None, **kwargs):
+    practice = actions.create_practice(actor=ACTOR, name=slug or f"Practice {next(_n)}", pms=pms,
+                                       slug=slug, **kwargs)
+    if permitted:
+        actions.permit_sync(actor=ACTOR, practice=practice, granted_by="Dr Test",
+                            dpia_ref="DPIA-1")
+    return practice
+
+
+def make_patient(practice, **fields) -> Patient:
+    values = {"given_name": "Ann", "family_name": "Lee", "date_of_birth": dt.date(1980, 1, 2)}
+    values.update(fields)
+    return Patient.objects.create(practice=practice, **values)
+
+
+def make_account(practice, account_id=None, **fields) -> Patient:
+    return make_patient(practice, account_id=account_id or f"A{next(_n)}", digital=True, **fields)
+
+
+def list_row(**fields) -> dict:
+    """A canonical list row as the CSV would hold it (all strings)."""
+    row = dict.fromkeys(CANONICAL_COLUMNS, "")
+    row.update(pms_id=f"P{next(_n)}", given_name="Ann", family_name="Lee",
+               date_of_birth="1980-01-02", registration_status="active")
+    row.update(fields)
+    return row
+
+
+def write_list(path: Path, rows, columns=CANONICAL_COLUMNS) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
