@@ -10,7 +10,8 @@ from pathlib import Path
 import nhs_number
 
 from practicesync.connectors.profiles.docman10 import COLUMNS as DOCMAN_COLUMNS
-from practicesync.patients.identifiers import luhn_ok
+from practicesync.patients.identifiers import clean_phone, luhn_ok
+from practicesync.patients.names import normalise_name
 from practicesync.patients.rows import CANONICAL_COLUMNS
 
 GIVEN = ["Olivia", "Amelia", "Isla", "Ava", "Mia", "Zoë", "Siân", "Chloé", "Aoife", "Priya",
@@ -27,6 +28,10 @@ STREETS = ["High Street", "Station Road", "Church Lane", "Mill Road", "Park Aven
            "Victoria Road", "Queen Street", "King Street"]
 TOWNS = {"GB": ["Leeds", "Halifax", "Wakefield", "Bradford", "Harrogate"],
          "AU": ["Newtown", "Parramatta", "Glebe", "Manly", "Penrith"]}
+
+
+def _ascii(name: str) -> str:
+    return normalise_name(name).replace(" ", "")
 
 
 def synthetic_nhs_number(rng: random.Random) -> str:
@@ -49,16 +54,24 @@ def synthetic_ihi(rng: random.Random) -> str:
 
 
 def synthetic_mobile(rng: random.Random, country: str) -> str:
-    if country == "GB":
-        # 076 is pagers and 070 personal numbers, which no mobile check accepts.
-        return f"07{rng.choice('45789')}{rng.randint(0, 99):02d} {rng.randint(0, 999999):06d}"
-    return f"04{rng.randint(10, 99)} {rng.randint(0, 999):03d} {rng.randint(0, 999):03d}"
+    """A number the phone check accepts (not every allocated-looking range is)."""
+    while True:
+        if country == "GB":
+            number = f"07{rng.choice('45789')}{rng.randint(0, 99):02d} {rng.randint(0, 999999):06d}"
+        else:
+            number = f"04{rng.randint(10, 99)} {rng.randint(0, 999):03d} {rng.randint(0, 999):03d}"
+        if clean_phone(number, country)[0]:
+            return number
 
 
 def synthetic_landline(rng: random.Random, country: str) -> str:
-    if country == "GB":
-        return f"0113 {rng.randint(200, 499)} {rng.randint(0, 9999):04d}"
-    return f"02 9{rng.randint(100, 999)} {rng.randint(0, 9999):04d}"
+    while True:
+        if country == "GB":
+            number = f"0113 {rng.randint(200, 499)} {rng.randint(0, 9999):04d}"
+        else:
+            number = f"02 9{rng.randint(100, 999)} {rng.randint(0, 9999):04d}"
+        if clean_phone(number, country)[0]:
+            return number
 
 
 def generate_practice_list(n: int, *, seed: int = 1, country: str = "GB") -> list[dict]:
@@ -77,8 +90,8 @@ def generate_practice_list(n: int, *, seed: int = 1, country: str = "GB") -> lis
             sex=rng.choice("MF"),
             mobile_phone=synthetic_mobile(rng, country) if rng.random() < 0.85 else "",
             home_phone=synthetic_landline(rng, country) if rng.random() < 0.3 else "",
-            email=(f"{given}.{family}{i}@example.org".lower().replace("'", "")
-                   .replace("’", "") if rng.random() < 0.5 else ""),
+            email=(f"{_ascii(given)}.{_ascii(family)}{i}@example.org"
+                   if rng.random() < 0.5 else ""),
             address_line1=f"{rng.randint(1, 200)} {rng.choice(STREETS)}",
             locality=rng.choice(TOWNS[country]),
             postcode=(f"LS{rng.randint(1, 29)} {rng.randint(1, 9)}AB" if country == "GB"
@@ -111,7 +124,7 @@ def generate_accounts(rows: list[dict], *, seed: int = 2, share: float = 0.08,
             "account_id": f"A{n + 1:06d}", "given_name": row["given_name"],
             "family_name": row["family_name"].upper() if rng.random() < 0.2 else row["family_name"],
             "date_of_birth": row["date_of_birth"],
-            "email": f"{row['given_name'][0]}{n}@example.net".lower(),
+            "email": f"{_ascii(row['given_name'])}{n}@example.net",
             "mobile_phone": synthetic_mobile(rng, country) if rng.random() < 0.6 else "",
             "nhs_number": row["nhs_number"] if rng.random() < 0.3 else "",
         })

@@ -1,0 +1,201 @@
+"""The Patient Sync action against the database: runs, audit, reviews, dry runs, re-runs."""
+
+import datetime as dt
+
+import pytest
+
+from practicesync.audit.models import AuditEvent
+from practicesync.patients.models import Patient, ReviewItem, SyncRun
+from practicesync.patients.sync import sync_patient_list
+from practicesync.practices.access import SyncNotPermitted
+from tests.factories import NHS, list_row, make_account, make_practice, write_list
+
+
+def sync(practice, path, **kwargs):
+    return sync_patient_list(practice=practice, source=str(path), actor="test", **kwargs)
+
+
+def snapshot(practice):
+    return (list(Patient.objects.filter(practice=practice).order_by("id").values()),
+            AuditEvent.objects.count(), SyncRun.objects.count(), ReviewItem.objects.count())
+
+
+@pytest.fixture
+def mixed(practice, tmp_path):
+    """Digital accounts and a list that exercises every rule once."""
+    make_account(practice, account_id="A1", given_name="Zoë", family_name="O'Brien",
+                 date_of_birth=dt.date(1980, 2, 1), email="zoe@example.org")
+    make_account(practice, account_id="A2", given_name="Sam", family_name="Hall",
+                 date_of_birth=dt.date(1975, 5, 5), mobile_phone="+447900000002")
+    make_account(practice, account_id="A3", given_name="Kim", family_name="Ward",
+                 date_of_birth=dt.date(1990, 3, 3), nhs_number=NHS[3])
+    rows = [
+        list_row(pms_id="P1", given_name="Zoe", family_name="O’BRIEN", date_of_birth="1980-02-01",
+                 nhs_number=NHS[0], mobile_phone="07912 000001", email="pms@example.org"),
+        list_row(pms_id="P2", given_name="Sam", family_name="Hall", date_of_birth="1975-05-05",
+                 mobile_phone="07912 000002"),
+        list_row(pms_id="P3", given_name="Kim", family_name="Ward", date_of_birth="1990-03-03",
+                 nhs_number=NHS[4]),
+        list_row(pms_id="P4", given_name="Ola", family_name="Nowak", date_of_birth="1960-06-06",
+                 nhs_number="9990000017", mobile_phone="07912 000004"),
+        list_row(pms_id="P5", given_name="Bea", family_name="King", date_of_birth="1930-01-01",
+                 registration_status="deceased", date_of_death="2026-10-01"),
+    ]
+    return write_list(tmp_path / "list.csv", rows)
+
+
+def test_a_full_run_applies_every_rule(practice, mixed):
+    report = sync(practice, mixed)
+    assert report.summary == {"created": 3, "updated": 2, "unchanged": 0,
+                              "non_digital_created": 3, "nhs_numbers_added": 1,
+                              "phones_filled": 1, "needs_review": 1, "left_practice": 0,
+                              "deceased": 1}
+    zoe = Patient.objects.get(account_id="A1")
+    assert (zoe.pms_id, zoe.nhs_number, zoe.mobile_phone, zoe.email, zoe.given_name) == (
+        "P1", NHS[0], "+447912000001", "zoe@example.org", "Zoë")
+    assert zoe.link_reason == "linked_by_name_dob"
+    sam = Patient.objects.get(account_id="A2")
+    assert sam.mobile_phone == "+447900000002"  # the patient's own number is kept
+    kim = Patient.objects.get(account_id="A3")
+    assert kim.pms_id is None and kim.nhs_number == NHS[3]
+    kim_list = Patient.objects.get(pms_id="P3")
+    assert not kim_list.digital and kim_list.nhs_number == NHS[4]
+    review = ReviewItem.objects.get()
+    assert review.kind == "identifier_conflict" and set(review.pms_ids) == {"P3"}
+    assert review.account_ids == ["A3"]
+    assert set(review.patients.all()) == {kim, kim_list}
+    ola = Patient.objects.get(pms_id="P4")
+    assert ola.nhs_number is None and ola.mobile_phone == "+447912000004"
+    assert Patient.objects.get(pms_id="P5").status == "deceased"
+    assert report.errors == [{"row": 5, "pms_id": "P4", "field": "nhs_number",
+                              "message": "NHS number '9990000017' fails the modulus 11 check"}]
+    run = SyncRun.objects.get()
+    assert run.status == "completed_with_errors" and run.counts == report.summary
+    assert run.errors == report.errors and run.duration_seconds >= 0
+
+
+def test_every_change_is_audited_with_old_new_and_rule(practice, mixed):
+    sync(practice, mixed)
+    zoe = Patient.objects.get(account_id="A1")
+    event = AuditEvent.objects.get(patient=zoe, action="patient.updated")
+    assert event.actor == "test" and event.sync_run == SyncRun.objects.get()
+    assert {"field": "nhs_number", "old": None, "new": NHS[0],
+            "rule": "identifier_added_on_name_dob_match"} in event.detail["changes"]
+    assert {"field": "mobile_phone", "old": None, "new": "+447912000001",
+            "rule": "digital_phone_if_none"} in event.detail["changes"]
+    created = AuditEvent.objects.filter(action="patient.created")
+    assert {e.patient.pms_id for e in created} == {"P3", "P4", "P5"}
+
+
+def test_the_same_list_twice_changes_nothing(practice, mixed):
+    sync(practice, mixed)
+    patients, events, _, reviews = snapshot(practice)
+    again = sync(practice, mixed)
+    assert again.summary["unchanged"] == 5
+    assert again.summary["created"] == again.summary["updated"] == 0
+    after = snapshot(practice)
+    assert after[0] == patients and after[1] == events and after[3] == reviews
+
+
+def test_dry_run_writes_nothing_and_reports_the_same(practice, mixed):
+    before = snapshot(practice)
+    dry = sync(practice, mixed, dry_run=True)
+    assert snapshot(practice) == before
+    assert dry.run_id is None
+    real = sync(practice, mixed)
+    assert dry.summary == real.summary and dry.errors == real.errors
+
+
+def test_without_permission_nothing_is_read_or_written(db, tmp_path):
+    practice = make_practice(permitted=False)
+    path = write_list(tmp_path / "list.csv", [list_row()])
+    for dry_run in (False, True):
+        with pytest.raises(SyncNotPermitted, match="DPIA"):
+            sync(practice, path, dry_run=dry_run)
+    assert not Patient.objects.exists() and not SyncRun.objects.exists()
+
+
+@pytest.mark.parametrize("content", [None, b"\xff\xfe\x00bad", b"name,dob\nx,y\n"])
+def test_an_unreadable_list_is_a_failed_run_that_changes_nothing(practice, tmp_path, content):
+    path = tmp_path / "list.csv"
+    if content is not None:
+        path.write_bytes(content)
+    make_account(practice)
+    before = snapshot(practice)[0]
+    report = sync(practice, path)
+    assert report.status == "failed" and report.exit_code == 1 and report.failure
+    assert snapshot(practice)[0] == before
+    assert SyncRun.objects.get().status == "failed"
+
+
+def test_a_truncated_list_is_refused_whole(practice, tmp_path):
+    rows = [list_row(pms_id=f"P{i}", given_name=f"N{i}") for i in range(40)]
+    sync(practice, write_list(tmp_path / "full.csv", rows))
+    changed = [dict(r, mobile_phone="07912 111111") for r in rows[:30]]
+    before = snapshot(practice)[0]
+    report = sync(practice, write_list(tmp_path / "short.csv", changed))
+    assert report.status == "refused_truncated" and report.exit_code == 1
+    assert snapshot(practice)[0] == before
+    item = ReviewItem.objects.get(kind="truncated_list")
+    assert "10 of 40" in item.detail and item.sync_run_id == report.run_id
+
+    allowed = sync(practice, write_list(tmp_path / "short.csv", changed),
+                   allow_drop_reason="ten patients moved to the new branch practice")
+    assert allowed.status == "completed" and allowed.summary["left_practice"] == 10
+    assert Patient.objects.filter(status="left").count() == 10
+    assert SyncRun.objects.get(id=allowed.run_id).allow_drop_reason.startswith("ten")
+    assert Patient.objects.filter(status="left").first().list_fingerprint == ""
+
+
+def test_a_patient_back_on_the_list_is_active_again(practice, tmp_path):
+    rows = [list_row(pms_id=f"P{i}", given_name=f"N{i}") for i in range(10)]
+    sync(practice, write_list(tmp_path / "a.csv", rows))
+    sync(practice, write_list(tmp_path / "b.csv", rows[1:]), allow_drop_reason="moved")
+    assert Patient.objects.get(pms_id="P0").status == "left"
+    report = sync(practice, write_list(tmp_path / "c.csv", rows))
+    assert Patient.objects.get(pms_id="P0").status == "active"
+    assert report.summary["updated"] == 1
+
+
+def test_a_review_item_is_raised_once_across_runs(practice, tmp_path):
+    make_account(practice, given_name="Ann", family_name="Lee")
+    make_account(practice, given_name="Ann", family_name="Lee")
+    path = write_list(tmp_path / "list.csv", [list_row(pms_id="P1")])
+    sync(practice, path)
+    Patient.objects.filter(pms_id="P1").update(list_fingerprint="")  # force a full re-merge
+    sync(practice, path)
+    assert ReviewItem.objects.filter(kind="ambiguous_match").count() == 1
+
+
+def test_rows_with_unusable_identity_are_reported_and_skipped(practice, tmp_path):
+    rows = [list_row(pms_id="P1"), list_row(pms_id="", given_name="NoId"),
+            list_row(pms_id="P3", date_of_birth="02/01/1980"),
+            list_row(pms_id="P1", given_name="Dup")]
+    report = sync(practice, write_list(tmp_path / "list.csv", rows))
+    assert {(e["row"], e["field"]) for e in report.errors} == {
+        (3, "pms_id"), (4, "date_of_birth"), (5, "pms_id")}
+    assert list(Patient.objects.values_list("pms_id", flat=True)) == ["P1"]
+    assert report.summary["created"] == 1
+
+
+def test_practices_never_see_each_others_patients(practice, tmp_path):
+    other = make_practice(slug="elsewhere")
+    theirs = make_account(other, given_name="Ann", family_name="Lee", pms_id=None)
+    sync(practice, write_list(tmp_path / "list.csv", [list_row(pms_id="P1")]))
+    theirs.refresh_from_db()
+    assert theirs.pms_id is None
+    assert Patient.objects.get(pms_id="P1").practice == practice
+
+
+def test_docman10_list_export_is_read_through_its_profile(practice, tmp_path):
+    from practicesync.simulator.patients import generate_practice_list, write_docman_export
+
+    rows = generate_practice_list(50, seed=7)
+    report = sync(practice, write_docman_export(tmp_path / "docman.csv", rows))
+    assert report.summary["created"] == 50 and report.errors == []
+    first = Patient.objects.get(pms_id=rows[0]["pms_id"])
+    assert first.date_of_birth.isoformat() == rows[0]["date_of_birth"]
+    assert first.nhs_number == rows[0]["nhs_number"]
+    deceased = [r["pms_id"] for r in rows if r["registration_status"] == "deceased"]
+    assert set(Patient.objects.filter(status="deceased").values_list("pms_id", flat=True)) == \
+        set(deceased)
