@@ -64,7 +64,9 @@ def test_two_rows_claiming_one_record_link_neither():
             row(pms_id="P2", given_name="Ann")]
     plan = plan_sync([stored], rows, present_pms_ids={"P1", "P2"})
     assert plan.counts["created"] == 2 and not plan.updates
-    assert {r.kind for r in plan.reviews} == {"ambiguous_match"}
+    # ... and the number already held by the stored record is not copied onto P1's new record.
+    assert {r.kind for r in plan.reviews} == {"ambiguous_match", "duplicate_identifier"}
+    assert [c.record.nhs_number for c in plan.creates] == [None, None]
 
 
 def test_an_unchanged_row_with_a_stored_fingerprint_is_skipped():

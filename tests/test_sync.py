@@ -199,3 +199,25 @@ def test_docman10_list_export_is_read_through_its_profile(practice, tmp_path):
     deceased = [r["pms_id"] for r in rows if r["registration_status"] == "deceased"]
     assert set(Patient.objects.filter(status="deceased").values_list("pms_id", flat=True)) == \
         set(deceased)
+
+
+def test_an_nhs_number_on_two_rows_is_kept_by_neither(practice, tmp_path):
+    rows = [list_row(pms_id="P1", nhs_number=NHS[0]),
+            list_row(pms_id="P2", given_name="Bo", nhs_number=NHS[0])]
+    report = sync(practice, write_list(tmp_path / "list.csv", rows))
+    assert [(e["row"], e["field"]) for e in report.errors] == [(2, "nhs_number"),
+                                                              (3, "nhs_number")]
+    assert "rows 2, 3" in report.errors[0]["message"]
+    assert not Patient.objects.exclude(nhs_number=None).exists()
+
+
+def test_a_new_row_never_takes_an_nhs_number_another_patient_holds(practice, tmp_path):
+    holder = make_account(practice, nhs_number=NHS[0], date_of_birth=dt.date(1990, 1, 1))
+    report = sync(practice, write_list(tmp_path / "list.csv",
+                                       [list_row(pms_id="P1", nhs_number=NHS[0])]))
+    created = Patient.objects.get(pms_id="P1")
+    assert created.nhs_number is None
+    kinds = set(ReviewItem.objects.values_list("kind", flat=True))
+    assert kinds == {"dob_conflict", "duplicate_identifier"}
+    assert holder in ReviewItem.objects.get(kind="duplicate_identifier").patients.all()
+    assert report.summary["needs_review"] == 2

@@ -29,6 +29,7 @@ class Update:
 @dataclass
 class Create:
     row: ListRow
+    record: PatientRecord
     fingerprint: str
 
 
@@ -77,7 +78,7 @@ def plan_sync(records: list[PatientRecord], rows: list[ListRow], *, present_pms_
         if match.review:
             plan.reviews.append(match.review)
         if match.patient is None:
-            _plan_create(plan, row)
+            _plan_create(plan, row, held_by)
         else:
             _plan_update(plan, row, match, held_by)
 
@@ -87,9 +88,19 @@ def plan_sync(records: list[PatientRecord], rows: list[ListRow], *, present_pms_
     return plan
 
 
-def _plan_create(plan: Plan, row: ListRow) -> None:
+def _plan_create(plan: Plan, row: ListRow, held_by) -> None:
     record = copy_record(row.record, digital=False)
-    plan.creates.append(Create(row, fingerprint(row, record)))
+    for name in IDENTIFIER_FIELDS:
+        value = getattr(record, name)
+        if (holder := held_by.get((name, value))) is not None:
+            # One number, one patient: the new record goes without it until staff decide.
+            setattr(record, name, None)
+            plan.reviews.append(Review(
+                "duplicate_identifier",
+                f"List row {row.line} ({record.given_name} {record.family_name}, {row.pms_id}) "
+                f"has {name.replace('_', ' ')} {value}, which belongs to patient #{holder}. "
+                f"Created without it.", row.pms_id, patient_ids=(holder,)))
+    plan.creates.append(Create(row, record, fingerprint(row, record)))
     plan.counts["created"] += 1
     plan.counts["non_digital_created"] += 1
     if record.status == "deceased":

@@ -11,7 +11,7 @@ def print_report(report, console, *, dry_run: bool) -> None:
     plan = report.plan
     if plan is not None:
         for create in plan.creates:
-            r = create.row.record
+            r = create.record
             console.print(f"+ {r.pms_id} {r.given_name} {r.family_name} (new, non-digital"
                           f"{', ' + r.status if r.status != 'active' else ''})")
         for update in plan.updates:

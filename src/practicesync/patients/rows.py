@@ -6,6 +6,7 @@ errors. Pure: no database, so the rules are tested row by row.
 
 import datetime as dt
 import hashlib
+from collections import defaultdict
 from dataclasses import dataclass, field, fields, replace
 
 from .identifiers import clean_email, clean_ihi, clean_medicare_number, clean_nhs_number, clean_phone
@@ -152,6 +153,45 @@ def check_row(line: int, raw: dict[str, str], country: str) -> tuple[ListRow | N
 
     digest = hashlib.md5("\x1f".join(get(c) for c in CANONICAL_COLUMNS).encode()).hexdigest()
     return ListRow(line=line, record=PatientRecord(**values), status=status, raw_digest=digest), errors
+
+
+def check_rows(raw_rows, country: str) -> tuple[list[ListRow], list[RowError], set[str]]:
+    """Every row checked; returns the usable rows, all errors, and every PMS id seen (broken
+    rows included, so their patients are not taken for having left)."""
+    rows, errors, present = [], [], set()
+    for line, raw in raw_rows:
+        row, row_errors = check_row(line, raw, country)
+        errors += row_errors
+        pms_id = (raw.get("pms_id") or "").strip()
+        if pms_id in present:
+            errors.append(RowError(line, pms_id, "pms_id",
+                                   "appears twice in the list; only the first row is used"))
+            continue
+        if pms_id:
+            present.add(pms_id)
+        if row is not None:
+            rows.append(row)
+    errors += _drop_shared_identifiers(rows)
+    return rows, sorted(errors, key=lambda e: e.row), present
+
+
+def _drop_shared_identifiers(rows: list[ListRow]) -> list[RowError]:
+    """An identifier on two rows of one list cannot tell them apart: neither row keeps it."""
+    errors = []
+    for name in ("nhs_number", "medicare_number", "ihi"):
+        lines = defaultdict(list)
+        for row in rows:
+            if value := getattr(row.record, name):
+                lines[value].append(row)
+        for value, shared in lines.items():
+            if len(shared) < 2:
+                continue
+            where = ", ".join(str(r.line) for r in shared)
+            for row in shared:
+                setattr(row.record, name, None)
+                errors.append(RowError(row.line, row.pms_id, name,
+                                       f"{value} is on rows {where} of this list; not used"))
+    return errors
 
 
 RULES_VERSION = "1"

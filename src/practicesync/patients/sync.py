@@ -4,7 +4,7 @@ Deciding lives in reconcile/matching/merge (pure); this module loads, writes and
 """
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.db import transaction
@@ -18,7 +18,7 @@ from practicesync.practices.models import Practice
 
 from .models import NotSamePerson, Patient, ReviewItem, SyncRun
 from .reconcile import Plan, plan_sync
-from .rows import RECORD_FIELDS, ListRow, PatientRecord, RowError, check_row
+from .rows import RECORD_FIELDS, PatientRecord, check_rows
 
 BATCH = 2000
 Progress = Callable[[str, int, int], None]
@@ -49,24 +49,6 @@ def load_records(practice: Practice) -> list[PatientRecord]:
     return [PatientRecord(*values) for values in
             Patient.objects.filter(practice=practice).order_by("id").values_list(*RECORD_FIELDS)
             .iterator(chunk_size=BATCH)]
-
-
-def check_rows(raw_rows: Iterable[tuple[int, dict]], country: str
-               ) -> tuple[list[ListRow], list[RowError], set[str]]:
-    rows, errors, present = [], [], set()
-    for line, raw in raw_rows:
-        row, row_errors = check_row(line, raw, country)
-        errors += row_errors
-        pms_id = (raw.get("pms_id") or "").strip()
-        if pms_id in present:
-            errors.append(RowError(line, pms_id, "pms_id",
-                                   "appears twice in the list; only the first row is used"))
-            continue
-        if pms_id:
-            present.add(pms_id)
-        if row is not None:
-            rows.append(row)
-    return rows, errors, present
 
 
 def sync_patient_list(*, practice: Practice, source: str, actor: str, dry_run: bool = False,
@@ -141,7 +123,7 @@ def _apply(practice: Practice, run: SyncRun, plan: Plan, actor: str, progress) -
                                  why=why, patient_id=patient_id, sync_run=run, detail=detail))
 
     created = Patient.objects.bulk_create(
-        [_new_patient(practice, c.row, c.fingerprint, now) for c in plan.creates],
+        [_new_patient(practice, c.record, c.fingerprint, now) for c in plan.creates],
         batch_size=BATCH)
     for patient, create in zip(created, plan.creates, strict=True):
         event("patient.created", patient.id, "not_on_record",
@@ -174,8 +156,8 @@ def _apply(practice: Practice, run: SyncRun, plan: Plan, actor: str, progress) -
     _store_reviews(practice, run, plan.reviews)
 
 
-def _new_patient(practice: Practice, row: ListRow, fingerprint: str, now) -> Patient:
-    values = {f: getattr(row.record, f) for f in RECORD_FIELDS if f not in ("id",)}
+def _new_patient(practice: Practice, record: PatientRecord, fingerprint: str, now) -> Patient:
+    values = {f: getattr(record, f) for f in RECORD_FIELDS if f != "id"}
     values.update(digital=False, list_fingerprint=fingerprint, link_reason="created_from_list")
     return Patient(practice=practice, created_at=now, updated_at=now, **values)
 
@@ -199,7 +181,7 @@ def _store_reviews(practice: Practice, run: SyncRun, reviews, key_suffix: str = 
         .values_list("pms_id", "id"))
     links = []
     for item, review in zip(items, fresh.values(), strict=True):
-        ids = {c.id for c in review.candidates if c.id} | {by_pms_id[p] for p in item.pms_ids
-                                                           if p in by_pms_id}
+        ids = {c.id for c in review.candidates if c.id} | set(review.patient_ids) | {
+            by_pms_id[p] for p in item.pms_ids if p in by_pms_id}
         links += [ReviewItem.patients.through(reviewitem_id=item.id, patient_id=i) for i in ids]
     ReviewItem.patients.through.objects.bulk_create(links, batch_size=BATCH)

@@ -15,9 +15,10 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="accepted; output is always JSON")
 
     def handle(self, *args, practice, **_):
+        practice = practice_arg(practice)  # an unknown practice fails before any output
         out = self.stdout
         out.write("{", ending="")
-        for n, (key, value) in enumerate(build_export(practice_arg(practice))):
+        for n, (key, value) in enumerate(build_export(practice)):
             out.write(("," if n else "") + json.dumps(key) + ":", ending="")
             if isinstance(value, types.GeneratorType):
                 # Streamed item by item: a 100,000-patient export never sits in memory whole.

@@ -1,0 +1,88 @@
+"""The nightly sync: scheduled at the practice's local time, queued once, run by the worker."""
+
+import datetime as dt
+
+import pytest
+from django_tasks_db.models import DBTaskResult
+
+from practicesync.patients.models import Patient, SyncRun
+from practicesync.patients.tasks import enqueue_due_syncs
+from practicesync.practices import actions
+from practicesync.practices.models import Practice
+from tests.cli import run, run_json
+from tests.factories import list_row, make_practice, write_list
+
+UTC = dt.UTC
+
+
+@pytest.mark.parametrize("timezone, now, expected", [
+    # 02:00 Sydney is 15:00 UTC the day before (AEDT, UTC+11, in November).
+    ("Australia/Sydney", dt.datetime(2026, 11, 23, 10, 0, tzinfo=UTC),
+     dt.datetime(2026, 11, 23, 15, 0, tzinfo=UTC)),
+    ("Australia/Sydney", dt.datetime(2026, 11, 23, 15, 0, tzinfo=UTC),
+     dt.datetime(2026, 11, 24, 15, 0, tzinfo=UTC)),
+    ("Europe/London", dt.datetime(2026, 11, 23, 1, 59, tzinfo=UTC),
+     dt.datetime(2026, 11, 23, 2, 0, tzinfo=UTC)),
+    # Summer time in London: 02:00 BST is 01:00 UTC.
+    ("Europe/London", dt.datetime(2026, 7, 1, 12, 0, tzinfo=UTC),
+     dt.datetime(2026, 7, 2, 1, 0, tzinfo=UTC)),
+])
+def test_next_nightly_run_is_at_the_practice_local_time(timezone, now, expected):
+    practice = Practice(timezone=timezone, nightly_sync_at=dt.time(2, 0))
+    assert actions.next_nightly_run(practice, now) == expected
+
+
+def test_a_due_practice_is_queued_once_and_rescheduled(practice, tmp_path):
+    path = write_list(tmp_path / "l.csv", [list_row(pms_id="P1")])
+    now = dt.datetime(2026, 11, 23, 1, 0, tzinfo=UTC)
+    actions.schedule_nightly_sync(actor="t", practice=practice, source=str(path), now=now)
+    practice.refresh_from_db()
+    assert practice.next_sync_due == dt.datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+    assert enqueue_due_syncs(now) == []
+    later = dt.datetime(2026, 11, 23, 2, 5, tzinfo=UTC)
+    assert enqueue_due_syncs(later) == [practice.id]
+    assert enqueue_due_syncs(later) == []  # the slot is claimed; a second worker queues nothing
+    practice.refresh_from_db()
+    assert practice.next_sync_due == dt.datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+    assert DBTaskResult.objects.count() == 1
+
+
+def test_the_worker_runs_the_queued_nightly_sync(practice, tmp_path):
+    path = write_list(tmp_path / "l.csv", [list_row(pms_id="P1"), list_row(pms_id="P2")])
+    actions.schedule_nightly_sync(actor="t", practice=practice, source=str(path),
+                                  now=dt.datetime(2020, 1, 1, tzinfo=UTC))
+    assert run("worker", "--once")[0] == 0
+    run_ = SyncRun.objects.get()
+    assert (run_.status, run_.triggered_by, run_.counts["created"]) == (
+        "completed", "system:nightly", 2)
+    assert Patient.objects.count() == 2
+    assert DBTaskResult.objects.get().status == "SUCCESSFUL"
+
+
+def test_a_missing_source_is_a_failed_run_that_changes_nothing(practice, tmp_path):
+    actions.schedule_nightly_sync(actor="t", practice=practice, source=str(tmp_path / "gone.csv"),
+                                  now=dt.datetime(2020, 1, 1, tzinfo=UTC))
+    run("worker", "--once")
+    assert SyncRun.objects.get().status == "failed"
+    assert not Patient.objects.exists()
+
+
+def test_a_practice_without_permission_gets_a_failed_run_at_night(db, tmp_path):
+    practice = make_practice(permitted=False)
+    path = write_list(tmp_path / "l.csv", [list_row()])
+    actions.schedule_nightly_sync(actor="t", practice=practice, source=str(path),
+                                  now=dt.datetime(2020, 1, 1, tzinfo=UTC))
+    run("worker", "--once")
+    assert "DPIA" in SyncRun.objects.get().failure and not Patient.objects.exists()
+
+
+def test_sync_now_runs_the_configured_source(practice, tmp_path):
+    code, _ = run("sync", "now", "--practice", practice.slug)
+    assert code == 1 and SyncRun.objects.get().failure.startswith("no practice list source")
+    path = write_list(tmp_path / "l.csv", [list_row(pms_id="P1")])
+    run("practice", "schedule", "--practice", practice.slug, "--source", str(path),
+        "--at", "03:30")
+    code, data = run_json("sync", "now", "--practice", practice.slug)
+    assert code == 0 and data["created"] == 1
+    practice.refresh_from_db()
+    assert practice.nightly_sync_at == dt.time(3, 30)
