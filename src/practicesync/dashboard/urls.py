@@ -5,5 +5,6 @@ from . import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("p/<slug:practice>/patients/", views.patients, name="patients"),
-    path("p/<slug:practice>/patients/<str:pms_id>", views.patient_by_pms_id, name="patient"),
+    # path, not str: a PMS id may contain "/" and must still get a working link.
+    path("p/<slug:practice>/patients/<path:pms_id>", views.patient_by_pms_id, name="patient"),
 ]

@@ -9,7 +9,13 @@ import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field, fields, replace
 
-from .identifiers import clean_email, clean_ihi, clean_medicare_number, clean_nhs_number, clean_phone
+from .identifiers import (
+    clean_email,
+    clean_ihi,
+    clean_medicare_number,
+    clean_nhs_number,
+    clean_phone,
+)
 from .models import SYNCED_FIELDS
 from .names import normalise_name
 

@@ -53,25 +53,27 @@ def synthetic_ihi(rng: random.Random) -> str:
     return next(stem + d for d in "0123456789" if luhn_ok(stem + d))
 
 
-def synthetic_mobile(rng: random.Random, country: str) -> str:
-    """A number the phone check accepts (not every allocated-looking range is)."""
+def _accepted(rng: random.Random, country: str, make) -> str:
+    """Draw until the phone check accepts it: not every allocated-looking range is valid."""
     while True:
-        if country == "GB":
-            number = f"07{rng.choice('45789')}{rng.randint(0, 99):02d} {rng.randint(0, 999999):06d}"
-        else:
-            number = f"04{rng.randint(10, 99)} {rng.randint(0, 999):03d} {rng.randint(0, 999):03d}"
+        number = make(rng)
         if clean_phone(number, country)[0]:
             return number
+
+
+def synthetic_mobile(rng: random.Random, country: str) -> str:
+    if country == "GB":
+        return _accepted(rng, country, lambda r: f"07{r.choice('45789')}{r.randint(0, 99):02d} "
+                                                 f"{r.randint(0, 999999):06d}")
+    return _accepted(rng, country, lambda r: f"04{r.randint(10, 99)} {r.randint(0, 999):03d} "
+                                             f"{r.randint(0, 999):03d}")
 
 
 def synthetic_landline(rng: random.Random, country: str) -> str:
-    while True:
-        if country == "GB":
-            number = f"0113 {rng.randint(200, 499)} {rng.randint(0, 9999):04d}"
-        else:
-            number = f"02 9{rng.randint(100, 999)} {rng.randint(0, 9999):04d}"
-        if clean_phone(number, country)[0]:
-            return number
+    if country == "GB":
+        return _accepted(rng, country, lambda r: f"0113 {r.randint(200, 499)} "
+                                                 f"{r.randint(0, 9999):04d}")
+    return _accepted(rng, country, lambda r: f"02 9{r.randint(100, 999)} {r.randint(0, 9999):04d}")
 
 
 def generate_practice_list(n: int, *, seed: int = 1, country: str = "GB") -> list[dict]:
@@ -146,11 +148,12 @@ def change_some(rows: list[dict], *, share: float, seed: int = 3) -> list[dict]:
     out = [dict(r) for r in rows]
     for row in rng.sample(out, int(len(out) * share)):
         field = rng.choice(["mobile_phone", "email", "address_line1"])
-        row[field] = {"mobile_phone": lambda: synthetic_mobile(rng, "GB" if row["nhs_number"]
-                                                                 else "AU"),
-                      "email": lambda: f"new{rng.randint(0, 10**6)}@example.org",
-                      "address_line1": lambda: f"{rng.randint(1, 300)} {rng.choice(STREETS)}",
-                      }[field]()
+        if field == "mobile_phone":
+            row[field] = synthetic_mobile(rng, "GB" if row["nhs_number"] else "AU")
+        elif field == "email":
+            row[field] = f"new{rng.randint(0, 10**6)}@example.org"
+        else:
+            row[field] = f"{rng.randint(1, 300)} {rng.choice(STREETS)}"
     return out
 
 

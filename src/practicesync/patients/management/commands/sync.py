@@ -4,7 +4,7 @@ from rich.console import Console
 from practicesync.cli import cli_actor, exit_with, practice_arg, print_json, usage_error
 from practicesync.patients.report import print_report
 from practicesync.patients.tasks import run_configured_sync
-from practicesync.practices.access import require_sync_permission, SyncNotPermitted
+from practicesync.practices.access import SyncNotPermitted, require_sync_permission
 
 
 class Command(BaseCommand):
