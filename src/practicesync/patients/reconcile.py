@@ -66,6 +66,7 @@ def plan_sync(records: list[PatientRecord], rows: list[ListRow], *, present_pms_
         matches.append((row, match_row(row, index)))
 
     claims = Counter(m.patient.id for _, m in matches if m.patient is not None)
+    linked_ids = set()
     for row, match in matches:
         if match.patient is not None and claims[match.patient.id] > 1:
             # Two rows point at one record: neither is trusted with it.
@@ -80,10 +81,10 @@ def plan_sync(records: list[PatientRecord], rows: list[ListRow], *, present_pms_
         if match.patient is None:
             _plan_create(plan, row, held_by)
         else:
+            linked_ids.add(match.patient.id)
             _plan_update(plan, row, match, held_by)
 
-    _plan_left(plan, records, present_pms_ids, {m.patient.id for _, m in matches if m.patient},
-               max_drop_share, allow_drop)
+    _plan_left(plan, records, present_pms_ids, linked_ids, max_drop_share, allow_drop)
     plan.counts["needs_review"] = len({r.key for r in plan.reviews})
     return plan
 
@@ -131,10 +132,10 @@ def _plan_update(plan: Plan, row: ListRow, match, held_by) -> None:
             plan.counts["left_practice"] += 1
 
 
-def _plan_left(plan, records, present_pms_ids, claimed, max_drop_share, allow_drop) -> None:
+def _plan_left(plan, records, present_pms_ids, linked_ids, max_drop_share, allow_drop) -> None:
     # Only patients that came from the list can leave it; unlinked digital accounts never do.
     listed = [r for r in records if r.pms_id and r.status == "active"]
-    missing = [r for r in listed if r.pms_id not in present_pms_ids and r.id not in claimed]
+    missing = [r for r in listed if r.pms_id not in present_pms_ids and r.id not in linked_ids]
     if not missing:
         return
     share = Decimal(len(missing)) / Decimal(len(listed))
