@@ -221,3 +221,25 @@ def test_a_new_row_never_takes_an_nhs_number_another_patient_holds(practice, tmp
     assert kinds == {"dob_conflict", "duplicate_identifier"}
     assert holder in ReviewItem.objects.get(kind="duplicate_identifier").patients.all()
     assert report.summary["needs_review"] == 2
+
+
+def test_not_the_same_person_stops_the_proposal_and_closes_its_review(practice, tmp_path):
+    from tests.cli import run
+
+    account = make_account(practice, given_name="Anne", family_name="Lee")
+    path = write_list(tmp_path / "list.csv", [list_row(pms_id="P1", given_name="Ann")])
+    sync(practice, path)
+    item = ReviewItem.objects.get(kind="possible_match")
+    assert set(item.patients.all()) == {account, Patient.objects.get(pms_id="P1")}
+    code, _ = run("patients", "not-same", "--practice", practice.slug, "--pms-id", "P1",
+                  "--patient-id", str(account.id))
+    assert code == 0
+    item.refresh_from_db()
+    assert item.status == "dismissed"
+    assert AuditEvent.objects.filter(action="patient.not_same_person", patient=account).exists()
+    Patient.objects.filter(pms_id="P1").update(list_fingerprint="")
+    assert sync(practice, path).summary["needs_review"] == 0
+    other = make_practice(slug="other")
+    theirs = make_account(other)
+    assert run("patients", "not-same", "--practice", practice.slug, "--pms-id", "P1",
+               "--patient-id", str(theirs.id))[0] == 2

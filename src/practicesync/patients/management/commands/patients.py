@@ -5,6 +5,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from practicesync.cli import cli_actor, exit_with, practice_arg, print_json, usage_error
+from practicesync.patients.actions import NotFound, record_not_same_person
 from practicesync.patients.report import print_report
 from practicesync.patients.sync import sync_patient_list
 from practicesync.practices.access import SyncNotPermitted
@@ -26,7 +27,29 @@ class Command(BaseCommand):
                                "reason is recorded with the run")
         sync.add_argument("--json", action="store_true")
 
-    def handle(self, *args, practice, source, dry_run, allow_drop, json, **_):
+        not_same = sub.add_parser("not-same", help="record that a list row and a patient record "
+                                                   "are different people")
+        not_same.add_argument("--practice", required=True)
+        not_same.add_argument("--pms-id", required=True, help="the list row's PMS id")
+        not_same.add_argument("--patient-id", required=True, type=int,
+                              help="practicesync's id of the other record")
+        not_same.add_argument("--json", action="store_true")
+
+    def handle(self, *args, action, **opts):
+        getattr(self, action.replace("-", "_"))(**opts)
+
+    def not_same(self, *, practice, pms_id, patient_id, json, **_):
+        try:
+            pair = record_not_same_person(actor=cli_actor(), practice=practice_arg(practice),
+                                          pms_id=pms_id, patient_id=patient_id)
+        except NotFound as e:
+            raise usage_error(str(e)) from e
+        if json:
+            print_json(self, {"pms_id": pair.pms_id, "patient_id": pair.patient_id})
+        else:
+            self.stdout.write(f"recorded: {pms_id} is not patient #{patient_id}")
+
+    def sync(self, *, practice, source, dry_run, allow_drop, json, **_):
         if allow_drop is not None and not allow_drop.strip():
             raise usage_error("--allow-drop needs a reason")
         practice = practice_arg(practice)
