@@ -34,12 +34,14 @@ def _ascii(name: str) -> str:
     return normalise_name(name).replace(" ", "")
 
 
-def synthetic_nhs_number(rng: random.Random) -> str:
+def synthetic_nhs_number(rng: random.Random, used: set[str]) -> str:
+    """A valid number from the 999 test range, never one already in `used`."""
     while True:
         stem = "999" + "".join(rng.choice("0123456789") for _ in range(6))
         check = nhs_number.calculate_checksum(stem)
-        if check != 10:
-            return stem + str(check)
+        if check != 10 and (number := stem + str(check)) not in used:
+            used.add(number)
+            return number
 
 
 def synthetic_medicare_number(rng: random.Random, irn: int) -> str:
@@ -80,6 +82,7 @@ def generate_practice_list(n: int, *, seed: int = 1, country: str = "GB") -> lis
     """`n` canonical list rows. About 1 in 100 is deceased; families share a mobile."""
     rng = random.Random(seed)
     rows = []
+    used_nhs_numbers: set[str] = set()
     today = dt.date(2026, 11, 1)
     for i in range(n):
         dob = today - dt.timedelta(days=rng.randint(0, 95 * 365))
@@ -103,7 +106,7 @@ def generate_practice_list(n: int, *, seed: int = 1, country: str = "GB") -> lis
             if deceased else "",
         )
         if country == "GB":
-            row["nhs_number"] = synthetic_nhs_number(rng)
+            row["nhs_number"] = synthetic_nhs_number(rng, used_nhs_numbers)
         else:
             row["medicare_number"] = synthetic_medicare_number(rng, irn=rng.randint(1, 5))
             row["ihi"] = synthetic_ihi(rng) if rng.random() < 0.7 else ""
@@ -130,6 +133,7 @@ def generate_accounts(rows: list[dict], *, seed: int = 2, share: float = 0.08,
             "mobile_phone": synthetic_mobile(rng, country) if rng.random() < 0.6 else "",
             "nhs_number": row["nhs_number"] if rng.random() < 0.3 else "",
         })
+    accounts += _accounts_staff_must_review(rows, rng)
     for n in range(extra):
         accounts.append({
             "account_id": f"X{n + 1:05d}", "given_name": rng.choice(GIVEN),
@@ -140,6 +144,24 @@ def generate_accounts(rows: list[dict], *, seed: int = 2, share: float = 0.08,
             "nhs_number": "",
         })
     return accounts
+
+
+def _accounts_staff_must_review(rows: list[dict], rng: random.Random) -> list[dict]:
+    """Sign-ups that Patient Sync must not link by itself: same name and DOB as a listed
+    patient but another NHS number, and a near-miss name with the same DOB."""
+    active = [r for r in rows if r["registration_status"] == "active" and r["nhs_number"]]
+    if len(active) < 2:
+        return []
+    conflict, near = rng.sample(active, 2)
+    other_nhs = synthetic_nhs_number(rng, {r["nhs_number"] for r in rows})
+    return [
+        {"account_id": "R00001", "given_name": conflict["given_name"],
+         "family_name": conflict["family_name"], "date_of_birth": conflict["date_of_birth"],
+         "email": "r1@example.net", "mobile_phone": "", "nhs_number": other_nhs},
+        {"account_id": "R00002", "given_name": near["given_name"] + "a",
+         "family_name": near["family_name"], "date_of_birth": near["date_of_birth"],
+         "email": "r2@example.net", "mobile_phone": "", "nhs_number": ""},
+    ]
 
 
 def change_some(rows: list[dict], *, share: float, seed: int = 3) -> list[dict]:
