@@ -135,4 +135,6 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
+    # Django logs every 404 with its path, and paths carry PMS ids and searches.
+    "loggers": {"django.request": {"level": "ERROR"}},
 }

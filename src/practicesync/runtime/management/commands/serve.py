@@ -6,9 +6,11 @@ from django.core.management.base import BaseCommand
 
 
 def gunicorn_argv(host: str, port: int, workers: int = 2) -> list[str]:
+    # No access log: request lines carry searches and deep links (names, NHS numbers, PMS
+    # ids), and PHI never goes to logs. No control socket: it is shared by every instance.
     return [sys.executable, "-m", "gunicorn", "practicesync.wsgi:application",
             "--bind", f"{host}:{port}", "--workers", str(workers),
-            "--access-logfile", "-", "--graceful-timeout", "10"]
+            "--graceful-timeout", "10", "--no-control-socket"]
 
 
 class Command(BaseCommand):
