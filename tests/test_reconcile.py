@@ -5,7 +5,8 @@ from decimal import Decimal
 import pytest
 
 from practicesync.patients.reconcile import plan_sync
-from practicesync.patients.rows import copy_record, fingerprint
+from practicesync.patients.rows import check_rows, copy_record, fingerprint
+from tests.factories import list_row
 from tests.rules import account, record, row
 
 
@@ -69,18 +70,46 @@ def test_two_rows_claiming_one_record_link_neither():
     assert [c.record.nhs_number for c in plan.creates] == [None, None]
 
 
-def test_an_unchanged_row_with_a_stored_fingerprint_is_skipped():
-    listed_row = row(pms_id="P1", mobile_phone="07912 345678")
-    stored = copy_record(listed_row.record, id=1)
-    stored.list_fingerprint = fingerprint(listed_row, stored)
-    plan = plan_sync([stored], [listed_row], present_pms_ids={"P1"})
+def _synced_once(raw):
+    """A stored record as the sync leaves it after applying `raw` (a clean row)."""
+    (checked,), errors, _ = check_rows([(2, raw)], "GB")
+    assert not errors
+    stored = copy_record(checked.record, id=1)
+    stored.list_fingerprint = fingerprint(checked, stored)
+    return stored
+
+
+def test_an_unchanged_row_is_not_checked_or_merged_again():
+    raw = list_row(pms_id="P1", mobile_phone="07912 345678")
+    stored = _synced_once(raw)
+    rows, errors, present = check_rows([(2, raw)], "GB", known={"P1": stored})
+    assert rows[0].unchanged and rows[0].record.mobile_phone is None  # keys only
+    plan = plan_sync([stored], rows, present_pms_ids=present)
     assert plan.summary()["unchanged"] == 1 and not plan.updates and not plan.fingerprints
 
 
-def test_a_record_edited_since_the_last_run_is_merged_again():
-    listed_row = row(pms_id="P1", mobile_phone="07912 345678")
-    stored = copy_record(listed_row.record, id=1)
-    stored.list_fingerprint = fingerprint(listed_row, stored)
+def test_a_record_edited_since_the_last_run_is_checked_and_merged_again():
+    raw = list_row(pms_id="P1", mobile_phone="07912 345678")
+    stored = _synced_once(raw)
     stored.mobile_phone = "+447900000009"  # changed by staff after the last sync
-    plan = plan_sync([stored], [listed_row], present_pms_ids={"P1"})
+    rows, _, present = check_rows([(2, raw)], "GB", known={"P1": stored})
+    assert not rows[0].unchanged
+    plan = plan_sync([stored], rows, present_pms_ids=present)
     assert [c.field for c in plan.updates[0].changes] == ["mobile_phone"]
+
+
+def test_a_row_with_errors_never_gets_a_fingerprint():
+    (checked,), errors, _ = check_rows([(2, list_row(pms_id="P1", mobile_phone="12"))], "GB")
+    assert errors and not checked.clean
+    assert fingerprint(checked, copy_record(checked.record, id=1)) == ""
+
+
+def test_an_unchanged_row_sharing_a_new_rows_nhs_number_is_reported_too():
+    raw = list_row(pms_id="P1", nhs_number="9990000018")
+    stored = _synced_once(raw)
+    newcomer = list_row(pms_id="P2", given_name="Bo", nhs_number="9990000018")
+    rows, errors, present = check_rows([(2, raw), (3, newcomer)], "GB", known={"P1": stored})
+    assert [(e.row, e.field) for e in errors] == [(2, "nhs_number"), (3, "nhs_number")]
+    plan = plan_sync([stored], rows, present_pms_ids=present)
+    assert plan.creates[0].record.nhs_number is None
+    assert plan.fingerprints == [(1, "")]  # P1 is checked in full next time

@@ -16,7 +16,7 @@ PLACEHOLDER_WORDS = {"unknown", "unk", "none", "null", "n/a", "na", "nil", "tbc"
 _SEPARATORS = re.compile(r"[\s\-/.]")
 
 
-def _digits(raw: str) -> str:
+def digits_only(raw: str) -> str:
     return _SEPARATORS.sub("", raw)
 
 
@@ -24,7 +24,7 @@ def is_placeholder(raw: str) -> bool:
     text = raw.strip().lower()
     if text in PLACEHOLDER_WORDS:
         return True
-    digits = _digits(text)
+    digits = digits_only(text)
     return bool(digits) and set(digits) <= {"0"}
 
 
@@ -33,7 +33,7 @@ def _clean_identifier(raw: str | None, label: str, check) -> tuple[str | None, s
         return None, None
     if is_placeholder(raw):
         return None, f"{label} {raw.strip()!r} is a placeholder, not an identifier"
-    value = _digits(raw.strip())
+    value = digits_only(raw.strip())
     error = check(value)
     if error:
         return None, f"{label} {raw.strip()!r} {error}"

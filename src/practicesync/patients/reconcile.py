@@ -59,9 +59,10 @@ def plan_sync(records: list[PatientRecord], rows: list[ListRow], *, present_pms_
 
     matches = []
     for row in rows:
-        linked = index.by_pms_id.get(row.pms_id)
-        if linked is not None and linked.list_fingerprint == fingerprint(row, linked):
+        if row.unchanged:
             plan.counts["unchanged"] += 1
+            if not row.clean:
+                plan.fingerprints.append((index.by_pms_id[row.pms_id].id, ""))
             continue
         matches.append((row, match_row(row, index)))
 

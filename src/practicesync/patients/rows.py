@@ -15,8 +15,9 @@ from .identifiers import (
     clean_medicare_number,
     clean_nhs_number,
     clean_phone,
+    digits_only,
 )
-from .models import SYNCED_FIELDS
+from .models import IDENTIFIER_FIELDS, SYNCED_FIELDS
 from .names import normalise_name
 
 CANONICAL_COLUMNS = (
@@ -86,6 +87,12 @@ class ListRow:
     record: PatientRecord
     status: str | None
     raw_digest: str = field(default="")
+    # No row error: only a clean row's fingerprint is stored, so a bad row is checked and
+    # reported on every run until the PMS fixes it.
+    clean: bool = True
+    # Same row as last time on a record the last sync left as it is: only the keys that
+    # other rows are counted against are read from it (see docs/adr/0004).
+    unchanged: bool = False
 
     @property
     def pms_id(self) -> str:
@@ -157,17 +164,35 @@ def check_row(line: int, raw: dict[str, str], country: str) -> tuple[ListRow | N
     values["date_of_death"] = date_of_death
     values["status"] = status or "active"
 
-    digest = hashlib.md5("\x1f".join(get(c) for c in CANONICAL_COLUMNS).encode()).hexdigest()
-    return ListRow(line=line, record=PatientRecord(**values), status=status, raw_digest=digest), errors
+    return ListRow(line=line, record=PatientRecord(**values), status=status,
+                   raw_digest=raw_digest(raw), clean=not errors), errors
 
 
-def check_rows(raw_rows, country: str) -> tuple[list[ListRow], list[RowError], set[str]]:
-    """Every row checked; returns the usable rows, all errors, and every PMS id seen (broken
-    rows included, so their patients are not taken for having left)."""
+def raw_digest(raw: dict[str, str]) -> str:
+    return hashlib.md5("\x1f".join((raw.get(c) or "").strip() for c in CANONICAL_COLUMNS)
+                       .encode()).hexdigest()
+
+
+def _unchanged_row(line: int, raw: dict[str, str], digest: str) -> ListRow:
+    """The keys of a row that was checked clean before: names, DOB and identifiers."""
+    get = lambda col: (raw.get(col) or "").strip()  # noqa: E731
+    record = PatientRecord(
+        pms_id=get("pms_id"), given_name=get("given_name"), family_name=get("family_name"),
+        date_of_birth=_date(get("date_of_birth")),
+        **{name: digits_only(get(name)) or None for name in IDENTIFIER_FIELDS})
+    return ListRow(line=line, record=record, status=None, raw_digest=digest, unchanged=True)
+
+
+def check_rows(raw_rows, country: str, known: dict[str, PatientRecord] | None = None
+               ) -> tuple[list[ListRow], list[RowError], set[str]]:
+    """Every row checked; returns the rows, all errors, and every PMS id seen (broken rows
+    included, so their patients are not taken for having left).
+
+    `known` maps PMS ids to stored records: a row identical to the one that produced the
+    record's fingerprint is not checked again but passed on as `unchanged`."""
+    known = known or {}
     rows, errors, present = [], [], set()
     for line, raw in raw_rows:
-        row, row_errors = check_row(line, raw, country)
-        errors += row_errors
         pms_id = (raw.get("pms_id") or "").strip()
         if pms_id in present:
             errors.append(RowError(line, pms_id, "pms_id",
@@ -175,6 +200,14 @@ def check_rows(raw_rows, country: str) -> tuple[list[ListRow], list[RowError], s
             continue
         if pms_id:
             present.add(pms_id)
+        record = known.get(pms_id)
+        if record is not None and record.list_fingerprint:
+            digest = raw_digest(raw)
+            if record.list_fingerprint == fingerprint_of(digest, record):
+                rows.append(_unchanged_row(line, raw, digest))
+                continue
+        row, row_errors = check_row(line, raw, country)
+        errors += row_errors
         if row is not None:
             rows.append(row)
     errors += _drop_shared_identifiers(rows)
@@ -195,6 +228,9 @@ def _drop_shared_identifiers(rows: list[ListRow]) -> list[RowError]:
             where = ", ".join(str(r.line) for r in shared)
             for row in shared:
                 setattr(row.record, name, None)
+                # An unchanged row is not merged; marking it unclean clears its fingerprint
+                # so the next run checks it in full.
+                row.clean = False
                 errors.append(RowError(row.line, row.pms_id, name,
                                        f"{value} is on rows {where} of this list; not used"))
     return errors
@@ -203,10 +239,13 @@ def _drop_shared_identifiers(rows: list[ListRow]) -> list[RowError]:
 RULES_VERSION = "1"
 
 
-def fingerprint(row: ListRow, record: PatientRecord) -> str:
+def fingerprint_of(digest: str, record: PatientRecord) -> str:
     """Row and resulting record together: equal on a later run means nothing to do."""
-    text = repr((RULES_VERSION, row.raw_digest, record.state()))
-    return hashlib.md5(text.encode()).hexdigest()
+    return hashlib.md5(repr((RULES_VERSION, digest, record.state())).encode()).hexdigest()
+
+
+def fingerprint(row: ListRow, record: PatientRecord) -> str:
+    return fingerprint_of(row.raw_digest, record) if row.clean else ""
 
 
 def copy_record(record: PatientRecord, **changes) -> PatientRecord:

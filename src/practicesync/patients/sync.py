@@ -58,8 +58,10 @@ def sync_patient_list(*, practice: Practice, source: str, actor: str, dry_run: b
     require_sync_permission(practice)
     started = timezone.now()
     profile = get_profile(practice.pms)
+    records = load_records(practice)
     try:
-        rows, errors, present = check_rows(read_patient_list(source, profile), practice.country)
+        rows, errors, present = check_rows(read_patient_list(source, profile), practice.country,
+                                           known={r.pms_id: r for r in records if r.pms_id})
     except SourceError as e:
         if dry_run:
             return SyncReport(SyncRun.Status.FAILED, empty_summary(), failure=str(e))
@@ -68,7 +70,6 @@ def sync_patient_list(*, practice: Practice, source: str, actor: str, dry_run: b
     if progress:
         progress("checked", len(rows), len(rows))
 
-    records = load_records(practice)
     not_same = set(NotSamePerson.objects.filter(practice=practice)
                    .values_list("pms_id", "patient_id"))
     plan = plan_sync(records, rows, present_pms_ids=present, not_same=not_same,
