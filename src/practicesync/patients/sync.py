@@ -11,6 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from practicesync.audit.models import AuditEvent
+from practicesync.bulk import insert_rows
 from practicesync.connectors.csvfile.patient_list import SourceError, read_patient_list
 from practicesync.connectors.profiles import get_profile
 from practicesync.practices.access import require_sync_permission
@@ -117,21 +118,24 @@ def record_failed_run(*, practice: Practice, source: str, actor: str, failure: s
 
 def _apply(practice: Practice, run: SyncRun, plan: Plan, actor: str, progress) -> None:
     now = timezone.now()
-    events: list[AuditEvent] = []
+    events: list[dict] = []
 
     def event(action: str, patient_id: int, why: str, detail: dict) -> None:
-        events.append(AuditEvent(practice=practice, at=now, actor=actor, action=action,
-                                 why=why, patient_id=patient_id, sync_run=run, detail=detail))
+        events.append({"practice_id": practice.id, "at": now, "actor": actor, "action": action,
+                       "why": why, "patient_id": patient_id, "sync_run_id": run.id,
+                       "detail": detail})
 
-    created = Patient.objects.bulk_create(
-        [_new_patient(practice, c.record, c.fingerprint, now) for c in plan.creates],
-        batch_size=BATCH)
-    for patient, create in zip(created, plan.creates, strict=True):
-        event("patient.created", patient.id, "not_on_record",
-              {"row": create.row.line, "pms_id": patient.pms_id, "digital": False,
-               "status": patient.status})
+    insert_rows(Patient, (_new_patient(practice, c.record, c.fingerprint, now)
+                          for c in plan.creates), NEW_PATIENT_COLUMNS)
+    if plan.creates:
+        ids = dict(Patient.objects.filter(practice=practice, created_at=now)
+                   .values_list("pms_id", "id"))
+        for create in plan.creates:
+            event("patient.created", ids[create.record.pms_id], "not_on_record",
+                  {"row": create.row.line, "pms_id": create.record.pms_id, "digital": False,
+                   "status": create.record.status})
     if progress:
-        progress("created", len(created), len(created))
+        progress("created", len(plan.creates), len(plan.creates))
 
     # Only the fields a change names are written, so a concurrent edit of another field of
     # the same patient is never overwritten with what this run loaded.
@@ -153,14 +157,21 @@ def _apply(practice: Practice, run: SyncRun, plan: Plan, actor: str, progress) -
         [Patient(id=pid, list_fingerprint=fp) for pid, fp in plan.fingerprints],
         ["list_fingerprint"], batch_size=BATCH)
 
-    AuditEvent.objects.bulk_create(events, batch_size=BATCH)
+    insert_rows(AuditEvent, events, EVENT_COLUMNS)
     _store_reviews(practice, run, plan.reviews)
 
 
-def _new_patient(practice: Practice, record: PatientRecord, fingerprint: str, now) -> Patient:
+NEW_PATIENT_COLUMNS = ["practice_id", *(f for f in RECORD_FIELDS if f != "id"), "link_reason",
+                       "created_at", "updated_at"]
+EVENT_COLUMNS = ["practice_id", "at", "actor", "action", "why", "patient_id", "sync_run_id",
+                 "detail"]
+
+
+def _new_patient(practice: Practice, record: PatientRecord, fingerprint: str, now) -> dict:
     values = {f: getattr(record, f) for f in RECORD_FIELDS if f != "id"}
-    values.update(digital=False, list_fingerprint=fingerprint, link_reason="created_from_list")
-    return Patient(practice=practice, created_at=now, updated_at=now, **values)
+    values.update(practice_id=practice.id, digital=False, list_fingerprint=fingerprint,
+                  link_reason="created_from_list", created_at=now, updated_at=now)
+    return values
 
 
 def _store_reviews(practice: Practice, run: SyncRun, reviews, key_suffix: str = "") -> None:

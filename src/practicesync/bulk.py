@@ -1,0 +1,44 @@
+"""Plain INSERTs for the large writes of a sync run (see docs/adr/0006).
+
+`bulk_create` spends most of a 100,000-patient run preparing each value through the field
+machinery; here each column gets one converter chosen once from its field, and the rows go
+to the database driver's `executemany` in batches.
+"""
+
+from collections.abc import Callable, Iterable
+
+from django.db import connection, models
+
+BATCH = 2000
+
+
+def _converter(field: models.Field) -> Callable:
+    ops = connection.ops
+    if isinstance(field, models.DateTimeField):
+        return ops.adapt_datetimefield_value
+    if isinstance(field, models.DateField):
+        return ops.adapt_datefield_value
+    if isinstance(field, models.JSONField | models.DecimalField):
+        return lambda value: field.get_db_prep_save(value, connection)
+    return lambda value: value
+
+
+def insert_rows(model: type[models.Model], rows: Iterable[dict], columns: list[str]) -> int:
+    """INSERT `rows` (dicts keyed by field attname) into `model`'s table; returns the count."""
+    fields = [model._meta.get_field(name) for name in columns]
+    convert = [_converter(f) for f in fields]
+    quote = connection.ops.quote_name
+    sql = (f"INSERT INTO {quote(model._meta.db_table)} "
+           f"({', '.join(quote(f.column) for f in fields)}) "
+           f"VALUES ({', '.join(['%s'] * len(fields))})")
+    count, batch = 0, []
+    with connection.cursor() as cursor:
+        for row in rows:
+            batch.append(tuple(c(row[name]) for c, name in zip(convert, columns, strict=True)))
+            if len(batch) == BATCH:
+                cursor.executemany(sql, batch)
+                count, batch = count + len(batch), []
+        if batch:
+            cursor.executemany(sql, batch)
+            count += len(batch)
+    return count
