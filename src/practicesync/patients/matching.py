@@ -150,9 +150,12 @@ def match_row(row: ListRow, index: CandidateIndex) -> Match:
 
 def _possible_match(row: ListRow, index: CandidateIndex) -> Review | None:
     record = row.record
+    same_dob = index.pool_by_dob.get(record.date_of_birth)
+    if not same_dob:
+        return None
     family, given, _ = record.name_key
     similar = [
-        c for c in index.pool_by_dob.get(record.date_of_birth, ())
+        c for c in same_dob
         if (row.pms_id, c.id) not in index.not_same
         and SequenceMatcher(None, f"{family} {given}", f"{c.name_key[0]} {c.name_key[1]}").ratio()
         >= POSSIBLE_MATCH_SIMILARITY
