@@ -52,6 +52,8 @@ INSTALLED_APPS = [
     "practicesync.practices",
     "practicesync.patients",
     "practicesync.audit",
+    "practicesync.results",
+    "practicesync.outreach",
     "practicesync.dashboard",
     "practicesync.runtime",
 ]

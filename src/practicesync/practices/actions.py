@@ -10,6 +10,7 @@ from django.utils.text import slugify
 
 from practicesync.audit import events
 from practicesync.connectors.profiles import get_profile
+from practicesync.results.templates import ensure_templates
 
 from .models import Membership, Practice
 
@@ -40,6 +41,7 @@ def create_practice(*, actor: str, name: str, pms: str, country: str | None = No
         slug = f"{base}-{n}"
     practice = Practice.objects.create(slug=slug, name=name, pms=pms, country=country,
                                        timezone=timezone_name)
+    ensure_templates(practice)
     events.record(practice=practice, actor=actor, action="practice.created",
                   detail={"pms": pms, "country": country, "timezone": timezone_name})
     return practice

@@ -1,6 +1,8 @@
 """The practice export (`practicesync.export/1`, DESIGN.md section 5). Keys never renamed."""
 
+from practicesync.outreach.models import Sequence
 from practicesync.patients.models import Patient, ReviewItem, SyncRun
+from practicesync.results.models import Result, ResultGroup
 
 from .models import Practice
 
@@ -43,3 +45,22 @@ def build_export(practice: Practice):
          "started_at": _iso(run.started_at), "finished_at": _iso(run.finished_at),
          "duration_seconds": run.duration_seconds}
         for run in SyncRun.objects.filter(practice=practice).order_by("id"))
+    yield "results", (
+        {"id": r.id, "result_id": r.result_id, "pms_id": r.pms_id, "test_name": r.test_name,
+         "performed_on": _iso(r.performed_on), "performed_at": _iso(r.performed_at),
+         "reported_on": _iso(r.reported_on), "actioned_on": _iso(r.actioned_on),
+         "action": r.action or None, "action_kind": r.action_kind or None,
+         "comment": r.comment or None, "filed_under": r.filed_under or None,
+         "tab": r.tab or None, "location": r.location or None, "eligible": r.eligible,
+         "reason": r.reason or None, "group_id": r.group_id, "notified": r.notified or None}
+        for r in Result.objects.filter(practice=practice).order_by("id").iterator())
+    sequences = dict(Sequence.objects.filter(practice=practice).values_list("group_id", "state"))
+    yield "result_groups", (
+        {"id": g.id, "pms_id": g.patient.pms_id, "performed_on": _iso(g.performed_on),
+         "action": g.action, "priority": g.priority, "disposition": g.disposition,
+         "template": g.template.name if g.template else None, "state": g.state,
+         "sequence_state": sequences.get(g.id),
+         "checklist_done_by": g.checklist_done_by or None,
+         "checklist_done_at": _iso(g.checklist_done_at)}
+        for g in ResultGroup.objects.filter(practice=practice).select_related("patient", "template")
+        .order_by("id"))
