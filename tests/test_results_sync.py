@@ -197,3 +197,19 @@ def test_export_reports_every_decision_with_its_reason(bp, tmp_path):
                            "state": "open", "sequence_state": "to_action_paused",
                            "performed_on": "2026-11-20"} == groups["P1"]
     assert groups["P2"]["disposition"] == "checklist" and groups["P2"]["sequence_state"] is None
+
+
+def test_staff_tick_a_checklist_group_done_with_who_and_when(bp, tmp_path):
+    sync(bp, tmp_path, result("R1", action="Nurse to Advise"), result("R2", pms_id="P2"))
+    checklist, template = group_of("R1"), group_of("R2")
+    code, data = run_json("results", "checklist-done", "--practice", bp.slug, "--group",
+                          str(checklist.id))
+    checklist.refresh_from_db()
+    assert code == 0 and checklist.checklist_done_by.startswith("cli:")
+    assert checklist.checklist_done_at is not None
+    assert AuditEvent.objects.filter(action="group.checklist_done").count() == 1
+    assert run("results", "checklist-done", "--practice", bp.slug, "--group",
+               str(template.id))[0] == 2
+    other = make_practice(pms="bestpractice", slug="other")
+    assert run("results", "checklist-done", "--practice", other.slug, "--group",
+               str(checklist.id))[0] == 2

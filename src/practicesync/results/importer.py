@@ -46,12 +46,19 @@ class ResultsReport:
         return {**{name: self.counts[name] for name in COUNTERS}, "errors": self.errors}
 
 
-@transaction.atomic
 def sync_results(*, practice: Practice, source: str, actor: str) -> ResultsReport:
+    """Import the canonical actioned-results CSV at `source`."""
+    require_sync_permission(practice)
+    return import_result_rows(practice=practice, raw_rows=read_results(source), actor=actor)
+
+
+@transaction.atomic
+def import_result_rows(*, practice: Practice, raw_rows, actor: str) -> ResultsReport:
+    """Import (line, canonical result dict) pairs from any connector (CSV, PMS database)."""
     require_sync_permission(practice)
     report = ResultsReport()
     rows = []
-    for line, raw in read_results(source):
+    for line, raw in raw_rows:
         row, errors = check_result_row(line, raw)
         report.errors += [e.as_dict() for e in errors]
         if row is not None:

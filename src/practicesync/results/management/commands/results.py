@@ -3,7 +3,9 @@ from django.core.management.base import BaseCommand, CommandError
 from practicesync.cli import FAILED, cli_actor, exit_with, practice_arg, print_json, usage_error
 from practicesync.connectors.csvfile.patient_list import SourceError
 from practicesync.practices.access import SyncNotPermitted
+from practicesync.results.actions import NotOnChecklist, mark_checklist_done
 from practicesync.results.importer import COUNTERS, sync_results
+from practicesync.results.models import ResultGroup
 
 
 class Command(BaseCommand):
@@ -17,7 +19,31 @@ class Command(BaseCommand):
         sync.add_argument("--format", default="csv", choices=["csv"])
         sync.add_argument("--json", action="store_true")
 
-    def handle(self, *args, practice, source, json, **_):
+        done = sub.add_parser("checklist-done", help="tick a checklist group done (Recalls > "
+                                                     "Summary)")
+        done.add_argument("--practice", required=True)
+        done.add_argument("--group", required=True, type=int)
+        done.add_argument("--json", action="store_true")
+
+    def handle(self, *args, action, **opts):
+        getattr(self, action.replace("-", "_"))(**opts)
+
+    def checklist_done(self, *, practice, group, json, **_):
+        found = ResultGroup.objects.filter(practice=practice_arg(practice), id=group).first()
+        if found is None:
+            raise usage_error(f"no result group {group} at {practice}")
+        try:
+            found = mark_checklist_done(actor=cli_actor(), group=found)
+        except NotOnChecklist as e:
+            raise usage_error(str(e)) from e
+        data = {"group_id": found.id, "checklist_done_by": found.checklist_done_by,
+                "checklist_done_at": found.checklist_done_at}
+        if json:
+            print_json(self, data)
+        else:
+            self.stdout.write(f"group {found.id} done by {found.checklist_done_by}")
+
+    def sync(self, *, practice, source, json, **_):
         try:
             report = sync_results(practice=practice_arg(practice), source=source,
                                   actor=cli_actor())
