@@ -74,3 +74,27 @@ def test_accounts_import_needs_no_sync_permission(db, tmp_path):
     practice = make_practice(permitted=False)
     assert import_(practice, tmp_path, account_row())[0] == 0
     assert Patient.objects.get().date_of_birth == dt.date(1980, 1, 2)
+
+
+def test_an_account_never_takes_an_nhs_number_another_patient_holds(practice, tmp_path):
+    holder = make_patient(practice, pms_id="P1", given_name="Cy", nhs_number=NHS[0],
+                          date_of_birth=dt.date(1990, 5, 5))  # so not the same person
+    code, data = import_(practice, tmp_path, account_row(nhs_number=NHS[0]))
+    account = Patient.objects.get(account_id="A1")
+    assert account.nhs_number is None and holder.nhs_number == NHS[0]
+    assert set(ReviewItem.objects.values_list("kind", flat=True)) == {"duplicate_identifier",
+                                                                       "dob_conflict"}
+    item = ReviewItem.objects.get(kind="duplicate_identifier")
+    assert set(item.patients.all()) == {holder} and item.account_ids == ["A1"]
+
+
+def test_two_accounts_matching_one_record_link_neither(practice, tmp_path):
+    listed = make_patient(practice, pms_id="P1", nhs_number=NHS[0])
+    code, data = import_(practice, tmp_path, account_row(account_id="A1", nhs_number=NHS[0],
+                                                         given_name="Annie"),
+                         account_row(account_id="A2"))
+    listed.refresh_from_db()
+    assert not listed.digital and listed.account_id is None
+    assert data["created"] == 2 and data["linked"] == 0
+    assert ReviewItem.objects.filter(kind="ambiguous_match").count() == 2
+    assert Patient.objects.get(account_id="A1").nhs_number is None  # held by P1

@@ -48,6 +48,10 @@ CASES = [
     ("IHI with a different name is not trusted",
      [record(ihi=IHI, sex="F", family_name="Xu")],
      {"ihi": IHI, "sex": "F", "family_name": "Wu"}, None, "new", "ihi_unverified"),
+    # With sex missing the IHI is not trusted; only the exact name and DOB rule can link.
+    ("IHI with sex missing on one side does not link by IHI",
+     [record(ihi=IHI, sex="", family_name="Xu")],
+     {"ihi": IHI, "sex": "F", "family_name": "Xu"}, 0, "name_dob", None),
     ("Medicare card and IRN link", [record(medicare_number=MEDICARE + "2", family_name="Xu")],
      {"medicare_number": MEDICARE + "2", "family_name": "Wu", "given_name": "Bo"}, 0,
      "medicare", None),

@@ -90,3 +90,21 @@ def test_sync_now_runs_the_configured_source(practice, tmp_path):
     assert code == 0 and data["created"] == 1
     practice.refresh_from_db()
     assert practice.nightly_sync_at == dt.time(3, 30)
+
+
+def test_a_crash_while_queueing_keeps_the_night_due(practice, tmp_path, monkeypatch):
+    from practicesync.patients import tasks
+
+    path = write_list(tmp_path / "l.csv", [list_row()])
+    actions.schedule_nightly_sync(actor="t", practice=practice, source=str(path),
+                                  now=dt.datetime(2026, 11, 23, 1, 0, tzinfo=UTC))
+
+    class Crashing:
+        def enqueue(self, *args):
+            raise RuntimeError("worker killed")
+
+    monkeypatch.setattr(tasks, "nightly_patient_sync", Crashing())
+    with pytest.raises(RuntimeError):
+        enqueue_due_syncs(dt.datetime(2026, 11, 23, 2, 5, tzinfo=UTC))
+    practice.refresh_from_db()
+    assert practice.next_sync_due == dt.datetime(2026, 11, 23, 2, 0, tzinfo=UTC)

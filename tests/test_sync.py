@@ -243,3 +243,42 @@ def test_not_the_same_person_stops_the_proposal_and_closes_its_review(practice, 
     theirs = make_account(other)
     assert run("patients", "not-same", "--practice", practice.slug, "--pms-id", "P1",
                "--patient-id", str(theirs.id))[0] == 2
+
+
+def test_a_date_of_death_we_cannot_read_still_stops_messages(practice, tmp_path):
+    report = sync(practice, write_list(tmp_path / "l.csv", [
+        list_row(pms_id="P1", date_of_death="01/10/2026")]))
+    assert Patient.objects.get(pms_id="P1").status == "deceased"
+    assert [e["field"] for e in report.errors] == ["date_of_death"]
+
+
+def test_a_new_row_with_a_status_we_cannot_read_is_not_created(practice, tmp_path):
+    make_account(practice, pms_id="P2", given_name="Bo", status="left")
+    report = sync(practice, write_list(tmp_path / "l.csv", [
+        list_row(pms_id="P1", registration_status="dead"),
+        list_row(pms_id="P2", given_name="Bo", registration_status="gone")]))
+    assert not Patient.objects.filter(pms_id="P1").exists()
+    assert Patient.objects.get(pms_id="P2").status == "left"  # unchanged, not revived
+    assert [e["field"] for e in report.errors] == ["registration_status"] * 2
+
+
+@pytest.mark.parametrize("content", [
+    'pms_id,given_name,family_name,date_of_birth\nP1,Ann,"Lee,1980-01-02\nP2,Bo,Hall,1980-01-02\n',
+])
+def test_an_unterminated_quote_refuses_the_list_instead_of_losing_rows(practice, tmp_path,
+                                                                       content):
+    rows = [list_row(pms_id=f"P{i}", given_name=f"N{i}") for i in range(1, 4)]
+    sync(practice, write_list(tmp_path / "good.csv", rows))
+    bad = tmp_path / "bad.csv"
+    bad.write_text(content)
+    report = sync(practice, bad)
+    assert report.status == "failed" and "unterminated quote" in report.failure
+    assert not Patient.objects.filter(status="left").exists()
+
+
+def test_a_refused_run_counts_nothing(practice, tmp_path):
+    rows = [list_row(pms_id=f"P{i}", given_name=f"N{i}") for i in range(10)]
+    sync(practice, write_list(tmp_path / "a.csv", rows))
+    report = sync(practice, write_list(tmp_path / "b.csv", rows[:5]))
+    assert report.status == "refused_truncated" and set(report.summary.values()) == {0}
+    assert SyncRun.objects.get(id=report.run_id).counts["updated"] == 0

@@ -8,6 +8,7 @@ on its own and asks staff.
 import csv
 import datetime as dt
 import io
+from collections import Counter
 from dataclasses import dataclass, field
 
 from django.db import transaction
@@ -18,9 +19,9 @@ from practicesync.connectors.csvfile.patient_list import SourceError, open_sourc
 from practicesync.practices.models import Practice
 
 from .identifiers import clean_email, clean_nhs_number, clean_phone
-from .matching import CandidateIndex, match_row
+from .matching import CandidateIndex, Review, match_row
 from .models import Patient, ReviewItem
-from .rows import ListRow, PatientRecord, RowError
+from .rows import ListRow, PatientRecord, RowError, drop_shared_identifiers
 from .sync import load_records
 
 ACCOUNT_COLUMNS = ("account_id", "given_name", "family_name", "date_of_birth", "email",
@@ -79,23 +80,40 @@ def import_accounts(*, practice: Practice, source: str, actor: str) -> AccountsR
 
     records = load_records(practice)
     by_account = {r.account_id: r for r in records if r.account_id}
-    unclaimed = [r for r in records if r.account_id is None]
-    rows = [ListRow(line, a, "active") for line, a in accounts if a.account_id not in by_account]
-    index = CandidateIndex(unclaimed, rows)
-    claimed: set[int] = set()
-    for line, account in accounts:
-        existing = by_account.get(account.account_id)
-        if existing:
+    fresh = [ListRow(line, a, "active") for line, a in accounts if a.account_id not in by_account]
+    report.errors += [{**e.as_dict(), "account_id": None} for e in drop_shared_identifiers(fresh)]
+    held_by = {r.nhs_number: r.id for r in records if r.nhs_number}
+    index = CandidateIndex([r for r in records if r.account_id is None], fresh)
+    matches = [(row, match_row(row, index)) for row in fresh]
+    claims = Counter(m.patient.id for _, m in matches if m.patient is not None)
+
+    for _, account in accounts:
+        if existing := by_account.get(account.account_id):
             _update_own_details(practice, existing, account, actor, report)
+    for row, match in matches:
+        account = row.record
+        linked = match.patient if match.patient and claims[match.patient.id] == 1 else None
+        if account.nhs_number and held_by.get(account.nhs_number) not in (
+                None, linked and linked.id):
+            # One number, one patient: the account goes without it until staff decide.
+            _review(practice, None, account, Review(
+                "duplicate_identifier", f"Account row {row.line} ({account.given_name} "
+                f"{account.family_name}) has NHS number {account.nhs_number}, which belongs "
+                f"to patient #{held_by[account.nhs_number]}. Not stored on the account.",
+                patient_ids=(held_by[account.nhs_number],)), report)
+            account.nhs_number = None
+        if linked is not None:
+            _become_digital(practice, linked, account, match.reason, actor, report)
             continue
-        match = match_row(ListRow(line, account, "active"), index)
-        if match.patient is not None and match.patient.id not in claimed:
-            _become_digital(practice, match.patient, account, match.reason, actor, report)
-            claimed.add(match.patient.id)
-        else:
-            patient = _create_account(practice, account, actor, report)
-            if match.review:
-                _review(practice, patient, account, match.review, report)
+        patient = _create_account(practice, account, actor, report)
+        review = match.review
+        if match.patient is not None:
+            review = Review("ambiguous_match", f"Account row {row.line} ({account.given_name} "
+                            f"{account.family_name}) and another new account both match "
+                            f"patient #{match.patient.id}. Neither was linked.",
+                            candidates=(match.patient,))
+        if review:
+            _review(practice, patient, account, review, report)
     return report
 
 
@@ -115,7 +133,7 @@ def _apply_changes(practice, patient_id: int, changes: dict, rule: str, actor: s
                                                  updated_at=timezone.now())
     events.record(practice=practice, actor=actor, action="patient.updated", why=rule,
                   patient=Patient(id=patient_id),
-                  detail={"changes": [{"field": k, "old": _text(getattr(old, k)),
+                  detail={"changes": [{"field": k, "old": _text(getattr(old, k, None)),
                                        "new": _text(v), "rule": rule}
                                       for k, v in changes.items()]})
 
@@ -138,7 +156,8 @@ def _update_own_details(practice, existing: PatientRecord, account: PatientRecor
 
 def _become_digital(practice, record: PatientRecord, account: PatientRecord, reason: str, actor,
                     report) -> None:
-    changes = {"account_id": account.account_id, "digital": True}
+    changes = {"account_id": account.account_id, "digital": True,
+               "link_reason": f"account_linked_by_{reason}"}
     changes |= {f: getattr(account, f) for f in ("email", "mobile_phone")
                 if getattr(account, f) is not None and getattr(account, f) != getattr(record, f)}
     if account.nhs_number and record.nhs_number is None:
@@ -147,12 +166,13 @@ def _become_digital(practice, record: PatientRecord, account: PatientRecord, rea
     report.counts["linked"] += 1
 
 
-def _review(practice, patient: Patient, account: PatientRecord, review, report) -> None:
+def _review(practice, patient: Patient | None, account: PatientRecord, review, report) -> None:
     item, created = ReviewItem.objects.get_or_create(
         practice=practice, key=f"account:{account.account_id}:{review.key}",
         defaults={"kind": review.kind, "detail": review.detail.replace("List row", "Account row"),
                   "account_ids": [account.account_id],
                   "pms_ids": sorted({c.pms_id for c in review.candidates if c.pms_id})})
     if created:
-        item.patients.add(patient, *[c.id for c in review.candidates])
+        item.patients.add(*([patient] if patient else []), *[c.id for c in review.candidates],
+                          *review.patient_ids)
         report.counts["needs_review"] += 1

@@ -96,7 +96,8 @@ def _ambiguous(row: ListRow, rule: str, candidates) -> Match:
 
 
 def _same_person_facts(a: PatientRecord, b: PatientRecord) -> bool:
-    return a.name_key == b.name_key and (not a.sex or not b.sex or a.sex == b.sex)
+    """Name, sex and DOB all agree; a sex missing on either side is not agreement."""
+    return a.name_key == b.name_key and bool(a.sex) and a.sex == b.sex
 
 
 def match_row(row: ListRow, index: CandidateIndex) -> Match:

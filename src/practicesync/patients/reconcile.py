@@ -91,6 +91,10 @@ def plan_sync(records: list[PatientRecord], rows: list[ListRow], *, present_pms_
 
 
 def _plan_create(plan: Plan, row: ListRow, held_by) -> None:
+    if row.status is None:
+        # A status we cannot read might mean deceased: the row (already reported) waits
+        # for the PMS to fix it rather than creating a patient who could be messaged.
+        return
     record = copy_record(row.record, digital=False)
     for name in IDENTIFIER_FIELDS:
         value = getattr(record, name)

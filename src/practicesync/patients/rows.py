@@ -158,8 +158,9 @@ def check_row(line: int, raw: dict[str, str], country: str) -> tuple[ListRow | N
     status = STATUSES.get(get("registration_status").lower())
     if status is None:
         error("registration_status", f"{get('registration_status')!r} is not active, left or deceased")
-    if date_of_death or get("registration_status").lower() == "deceased":
-        # A date of death alone is enough: when in doubt, no message goes out.
+    if get("date_of_death") or get("registration_status").lower() == "deceased":
+        # Any date of death, even one we cannot read, is enough: when in doubt, no message
+        # goes out.
         status = "deceased"
     values["date_of_death"] = date_of_death
     values["status"] = status or "active"
@@ -210,11 +211,11 @@ def check_rows(raw_rows, country: str, known: dict[str, PatientRecord] | None = 
         errors += row_errors
         if row is not None:
             rows.append(row)
-    errors += _drop_shared_identifiers(rows)
+    errors += drop_shared_identifiers(rows)
     return rows, sorted(errors, key=lambda e: e.row), present
 
 
-def _drop_shared_identifiers(rows: list[ListRow]) -> list[RowError]:
+def drop_shared_identifiers(rows: list[ListRow]) -> list[RowError]:
     """An identifier on two rows of one list cannot tell them apart: neither row keeps it."""
     errors = []
     for name in ("nhs_number", "medicare_number", "ihi"):

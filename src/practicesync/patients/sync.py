@@ -82,8 +82,11 @@ def sync_patient_list(*, practice: Practice, source: str, actor: str, dry_run: b
         status = SyncRun.Status.COMPLETED_WITH_ERRORS
     else:
         status = SyncRun.Status.COMPLETED
+    # A refused list applies nothing, so it counts nothing (its review item says what it
+    # would have done).
+    summary = empty_summary() if plan.refused else plan.summary()
     if dry_run:
-        return SyncReport(status, plan.summary(), error_dicts, plan=plan)
+        return SyncReport(status, summary, error_dicts, plan=plan)
 
     run = SyncRun.objects.create(practice=practice, source=source, triggered_by=actor,
                                  allow_drop_reason=allow_drop_reason, started_at=started)
@@ -97,10 +100,10 @@ def sync_patient_list(*, practice: Practice, source: str, actor: str, dry_run: b
         run.status, run.failure, run.finished_at = SyncRun.Status.FAILED, repr(e), timezone.now()
         run.save(update_fields=["status", "failure", "finished_at"])
         raise
-    run.status, run.counts, run.errors = status, plan.summary(), error_dicts
+    run.status, run.counts, run.errors = status, summary, error_dicts
     run.finished_at = timezone.now()
     run.save(update_fields=["status", "counts", "errors", "finished_at"])
-    return SyncReport(status, plan.summary(), error_dicts, run_id=run.id, plan=plan)
+    return SyncReport(status, summary, error_dicts, run_id=run.id, plan=plan)
 
 
 def empty_summary() -> dict:

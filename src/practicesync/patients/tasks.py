@@ -2,6 +2,7 @@
 
 import logging
 
+from django.db import transaction
 from django.utils import timezone
 from django_tasks import task
 
@@ -43,10 +44,12 @@ def enqueue_due_syncs(now=None) -> list[int]:
     queued = []
     due = Practice.objects.filter(next_sync_due__lte=now).exclude(list_source="")
     for practice in due:
-        claimed = Practice.objects.filter(
-            id=practice.id, next_sync_due=practice.next_sync_due
-        ).update(next_sync_due=next_nightly_run(practice, now))
-        if claimed:
-            nightly_patient_sync.enqueue(practice.id)
-            queued.append(practice.id)
+        # Claim and queue together: a crash between them must not lose the night.
+        with transaction.atomic():
+            claimed = Practice.objects.filter(
+                id=practice.id, next_sync_due=practice.next_sync_due
+            ).update(next_sync_due=next_nightly_run(practice, now))
+            if claimed:
+                nightly_patient_sync.enqueue(practice.id)
+                queued.append(practice.id)
     return queued

@@ -47,5 +47,14 @@ def read_patient_list(source: str, profile: Profile) -> Iterator[tuple[int, dict
             f"({','.join(CANONICAL_COLUMNS[:4])},...) nor a {profile.label} list export")
     if missing:
         raise SourceError(f"{source}: missing column(s) {', '.join(missing)}")
-    for raw in reader:
-        yield reader.line_num, (mapper(raw) if mapper else raw)
+    try:
+        for raw in reader:
+            if any("\n" in value or "\r" in value for value in raw.values() if value):
+                # No list field spans lines; one that does is an unterminated quote that has
+                # swallowed the rows after it, whose patients would then look as if they left.
+                raise SourceError(f"{source}: a quoted field starting before line "
+                                  f"{reader.line_num} runs over several lines (unterminated "
+                                  f"quote?); the list was not applied")
+            yield reader.line_num, (mapper(raw) if mapper else raw)
+    except csv.Error as e:
+        raise SourceError(f"{source}: line {reader.line_num}: {e}") from e
