@@ -213,3 +213,13 @@ def test_staff_tick_a_checklist_group_done_with_who_and_when(bp, tmp_path):
     other = make_practice(pms="bestpractice", slug="other")
     assert run("results", "checklist-done", "--practice", other.slug, "--group",
                str(checklist.id))[0] == 2
+
+
+def test_a_result_moved_to_another_day_leaves_nothing_behind(bp, tmp_path):
+    sync(bp, tmp_path, result("R1"))
+    first = group_of("R1")
+    sync(bp, tmp_path, result("R1", performed="2026-11-19"), name="b.csv")
+    first.refresh_from_db()
+    assert group_of("R1") != first and group_of("R1").performed_on.isoformat() == "2026-11-19"
+    assert first.disposition == "ignored" and first.sequence.state == "cancelled"
+    assert group_of("R1").sequence.state == "to_action_paused"

@@ -164,6 +164,13 @@ def _decide(practice, patient_id, day, re_decide, templates, actor, report) -> N
                for r in members_qs]
     if not members:
         if group is not None:
+            # Every result left the group or stopped counting: nothing is asked of anyone.
+            ResultGroup.objects.filter(id=group.id).update(
+                disposition=ResultGroup.Disposition.IGNORED, priority=0, template=None,
+                updated_at=timezone.now())
+            events.record(practice=practice, actor=actor, action="group.updated",
+                          patient=group.patient, why="no counted results left",
+                          detail={"group_id": group.id, "disposition": "ignored"})
             _apply_sequence(practice, group, "ignored", done=False, templates=templates,
                             actor=actor, report=report)
         return
