@@ -94,7 +94,9 @@ def test_a_changed_action_re_decides_but_never_restarts_a_cancelled_sequence(bp,
     assert group.disposition == "checklist" and group.sequence.state == "cancelled"
     sync(bp, tmp_path, result("R1"), name="c.csv")
     group.refresh_from_db()
-    assert group.disposition == "template" and group.sequence.state == "cancelled"
+    # Back to an automatic action, but the cancelled sequence needs a person: checklist.
+    assert group.disposition == "checklist" and group.sequence.state == "cancelled"
+    assert group.action == "Non-Urgent Appointment"
     assert Result.objects.count() == 1
 
 
@@ -221,5 +223,15 @@ def test_a_result_moved_to_another_day_leaves_nothing_behind(bp, tmp_path):
     sync(bp, tmp_path, result("R1", performed="2026-11-19"), name="b.csv")
     first.refresh_from_db()
     assert group_of("R1") != first and group_of("R1").performed_on.isoformat() == "2026-11-19"
+    # (the emptied group asks nothing of anyone, so it is not put on the checklist)
     assert first.disposition == "ignored" and first.sequence.state == "cancelled"
     assert group_of("R1").sequence.state == "to_action_paused"
+
+
+def test_an_unreadable_results_file_is_refused_whole(bp, tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("result_id,pms_id,performed_on,action\nR1,P1,2026-11-20,\"Return Urgent\n"
+                    "R2,P1,2026-11-20,Return Urgent\n")
+    code, out = run("results", "sync", "--practice", bp.slug, "--source", str(path))
+    assert code == 1 and "unterminated quote" in out
+    assert not Result.objects.exists()

@@ -5,9 +5,7 @@ only on a unique identifier or exact name + DOB match; anything less creates the
 on its own and asks staff.
 """
 
-import csv
 import datetime as dt
-import io
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -15,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from practicesync.audit import events
-from practicesync.connectors.csvfile.patient_list import SourceError, open_source
+from practicesync.connectors.csvfile.source import CsvSource
 from practicesync.practices.models import Practice
 
 from .identifiers import clean_email, clean_nhs_number, clean_phone
@@ -68,15 +66,14 @@ def check_account_row(line: int, raw: dict, country: str):
 @transaction.atomic
 def import_accounts(*, practice: Practice, source: str, actor: str) -> AccountsReport:
     report = AccountsReport()
-    reader = csv.DictReader(io.StringIO(open_source(source), newline=""))
-    if missing := [c for c in ACCOUNT_COLUMNS if c not in (reader.fieldnames or [])]:
-        raise SourceError(f"{source}: missing column(s) {', '.join(missing)}")
+    csv_source = CsvSource(source)
+    csv_source.require(ACCOUNT_COLUMNS)
     accounts = []
-    for raw in reader:
-        account, errors = check_account_row(reader.line_num, raw, practice.country)
+    for line, raw in csv_source:
+        account, errors = check_account_row(line, raw, practice.country)
         report.errors += [{**e.as_dict(), "account_id": raw.get("account_id")} for e in errors]
         if account:
-            accounts.append((reader.line_num, account))
+            accounts.append((line, account))
 
     records = load_records(practice)
     by_account = {r.account_id: r for r in records if r.account_id}

@@ -180,10 +180,13 @@ def _decide(practice, patient_id, day, re_decide, templates, actor, report) -> N
                                  group.state == ResultGroup.State.DONE)
     decision = decide_group(members, previous, re_decide=re_decide)
     template = templates.get(decision.action_key) if decision.disposition == "template" else None
-    if decision.disposition == "template" and template is None:
-        # No template for this automatic action: staff handle it rather than nobody.
+    cancelled = Sequence.objects.filter(group=group, state=Sequence.State.CANCELLED).exists()
+    if decision.disposition == "template" and (template is None or cancelled):
+        # No template for this automatic action, or its sequence was cancelled (which only
+        # staff may restart): the group goes on the checklist rather than to nobody.
         decision = GroupDecision(PRIORITY["manual"], decision.action_key, decision.action_label,
                                  "checklist", decision.done)
+        template = None
     state = ResultGroup.State.DONE if decision.done else ResultGroup.State.OPEN
     fields = {"action": decision.action_label, "action_key": decision.action_key,
               "priority": decision.priority, "disposition": decision.disposition,

@@ -1,10 +1,8 @@
 """Reading the canonical actioned-results CSV (DESIGN.md section 5)."""
 
-import csv
-import io
 from collections.abc import Iterator
 
-from .patient_list import SourceError, open_source
+from .source import CsvSource
 
 RESULT_COLUMNS = ("result_id", "pms_id", "test_name", "performed_on", "reported_on",
                   "actioned_on", "action", "comment", "filed_under", "tab", "location", "notified")
@@ -12,8 +10,7 @@ REQUIRED = ("result_id", "pms_id", "performed_on", "action")
 
 
 def read_results(source: str) -> Iterator[tuple[int, dict[str, str]]]:
-    reader = csv.DictReader(io.StringIO(open_source(source), newline=""))
-    if missing := [c for c in REQUIRED if c not in (reader.fieldnames or [])]:
-        raise SourceError(f"{source}: missing column(s) {', '.join(missing)}")
-    for raw in reader:
-        yield reader.line_num, {c: (raw.get(c) or "").strip() for c in RESULT_COLUMNS}
+    csv_source = CsvSource(source)
+    csv_source.require(REQUIRED)
+    for line, raw in csv_source:
+        yield line, {c: (raw.get(c) or "").strip() for c in RESULT_COLUMNS}
