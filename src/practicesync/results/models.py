@@ -85,3 +85,21 @@ class Result(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["practice", "result_id"],
                                                name="one_result_per_source_id")]
+
+
+class PmsCursor(models.Model):
+    """How far `results poll` has imported a PMS database: per table, the (UPDATED, id) of
+    the last row imported, e.g. {"INVESTIGATIONS": "2026-11-20 09:14:03.250|1042"}. Moved in
+    the same transaction as the import of the rows before it."""
+
+    practice = models.ForeignKey(Practice, on_delete=models.CASCADE, related_name="pms_cursors")
+    source = models.CharField(max_length=1000)  # the database polled, as an absolute path
+    position = models.JSONField(default=dict)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["practice", "source"],
+                                               name="one_cursor_per_pms_source")]
+
+    def __str__(self) -> str:
+        return f"{self.source} at {self.position}"

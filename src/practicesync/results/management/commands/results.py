@@ -1,11 +1,13 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from practicesync.cli import FAILED, cli_actor, exit_with, practice_arg, print_json, usage_error
-from practicesync.connectors.csvfile.patient_list import SourceError
+from practicesync.connectors.csvfile.source import SourceError
+from practicesync.connectors.pmsdb import NoPmsConnector
 from practicesync.practices.access import SyncNotPermitted
 from practicesync.results.actions import NotOnChecklist, mark_checklist_done
 from practicesync.results.importer import COUNTERS, sync_results
 from practicesync.results.models import ResultGroup
+from practicesync.results.polling import poll_pms_results
 
 
 class Command(BaseCommand):
@@ -18,6 +20,13 @@ class Command(BaseCommand):
         sync.add_argument("--source", required=True)
         sync.add_argument("--format", default="csv", choices=["csv"])
         sync.add_argument("--json", action="store_true")
+
+        poll = sub.add_parser("poll", help="import results actioned in the PMS database since "
+                                           "the last poll")
+        poll.add_argument("--practice", required=True)
+        poll.add_argument("--source", required=True,
+                          help="the PMS database (a simulator's SQLite file)")
+        poll.add_argument("--json", action="store_true")
 
         done = sub.add_parser("checklist-done", help="tick a checklist group done (Recalls > "
                                                      "Summary)")
@@ -51,11 +60,29 @@ class Command(BaseCommand):
             raise usage_error(str(e)) from e
         except SourceError as e:
             raise CommandError(str(e), returncode=FAILED) from e
+        self._finish(report, report.as_json(), json=json)
+
+    def poll(self, *, practice, source, json, **_):
+        try:
+            polled = poll_pms_results(practice=practice_arg(practice), source=source,
+                                      actor=cli_actor())
+        except (SyncNotPermitted, NoPmsConnector) as e:
+            raise usage_error(str(e)) from e
+        except SourceError as e:
+            raise CommandError(str(e), returncode=FAILED) from e
+        at = ", ".join(f"{table} {where}" for table, where in sorted(polled.cursor.items()))
+        self._finish(polled.results, polled.as_json(), json=json,
+                     notes=[f"cursor: {at or 'at the start'}"])
+
+    def _finish(self, report, data, *, json, notes=()):
         if json:
-            print_json(self, report.as_json())
+            print_json(self, data)
         else:
             self.stdout.write(", ".join(f"{k.replace('_', ' ')} {report.counts[k]}"
                                         for k in COUNTERS if report.counts[k]) or "no results")
             for e in report.errors:
-                self.stdout.write(f"! row {e['row']} ({e['pms_id']}) {e['field']}: {e['message']}")
+                where = f"row {e['row']}" + (f" {e['result_id']}" if "result_id" in e else "")
+                self.stdout.write(f"! {where} ({e['pms_id']}) {e['field']}: {e['message']}")
+            for note in notes:
+                self.stdout.write(note)
         exit_with(report.exit_code)
