@@ -90,7 +90,7 @@ def test_first_poll_imports_every_kind_of_best_practice_result(harbour, bp_sim):
         1: ("ignored", "No action"), 2: ("checklist", "Reception to advise"),
         3: ("checklist", "Nurse to advise"), 4: ("checklist", "Doctor to advise"),
         5: ("checklist", "Send routine reminder"), 6: ("template", "Non-urgent appointment"),
-        7: ("checklist", "Urgent appointment")}
+        7: ("checklist", "Return Urgent")}  # code 7, as staff call it
     automatic = stored(by_code[6]).group
     assert automatic.template.name == "Non-urgent results"
     assert automatic.sequence.state == "to_action_paused"

@@ -235,3 +235,14 @@ def test_an_unreadable_results_file_is_refused_whole(bp, tmp_path):
     code, out = run("results", "sync", "--practice", bp.slug, "--source", str(path))
     assert code == 1 and "unterminated quote" in out
     assert not Result.objects.exists()
+
+
+def test_a_result_that_stops_counting_leaves_its_group(bp, tmp_path):
+    sync(bp, tmp_path, result("R1"), result("R2", action="Nurse to Advise"))
+    group = group_of("R1")
+    assert group.disposition == "checklist"
+    sync(bp, tmp_path, result("R1"), result("R2", filed_under="Clinical Image"), name="b.csv")
+    group.refresh_from_db()
+    assert Result.objects.get(result_id="R2").group is None
+    assert list(group.results.values_list("result_id", flat=True)) == ["R1"]
+    assert group.disposition == "template" and group.action == "Non-Urgent Appointment"

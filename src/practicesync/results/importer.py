@@ -136,7 +136,10 @@ def _apply(practice: Practice, rows: list[ResultRow], actor: str, report: Result
             key = (patient.id, result.performed_on)
             affected[key] = affected.get(key, False)
         elif result.group_id:
-            affected[(result.patient_id, result.performed_on)] = True
+            # A result that stopped counting (deleted, refiled, un-actioned) leaves its group,
+            # and what is left of the group is decided afresh.
+            affected[old_key or (result.patient_id, result.performed_on)] = True
+            Result.objects.filter(id=result.id).update(group=None)
 
     for (patient_id, day), re_decide in affected.items():
         _decide(practice, patient_id, day, re_decide, templates, actor, report)
@@ -167,7 +170,7 @@ def _decide(practice, patient_id, day, re_decide, templates, actor, report) -> N
             # Every result left the group or stopped counting: nothing is asked of anyone.
             ResultGroup.objects.filter(id=group.id).update(
                 disposition=ResultGroup.Disposition.IGNORED, priority=0, template=None,
-                updated_at=timezone.now())
+                action="No action", action_key="no_action", updated_at=timezone.now())
             events.record(practice=practice, actor=actor, action="group.updated",
                           patient=group.patient, why="no counted results left",
                           detail={"group_id": group.id, "disposition": "ignored"})

@@ -16,12 +16,13 @@ ACTIONS = {
     4: ActionMeaning("doctor_to_advise", "Doctor to advise", MANUAL),
     5: ActionMeaning("send_routine_reminder", "Send routine reminder", MANUAL),
     6: ActionMeaning("non_urgent_appointment", "Non-urgent appointment", AUTOMATIC),
-    7: ActionMeaning("urgent_appointment", "Urgent appointment", URGENT),
+    7: ActionMeaning("urgent_appointment", "Return Urgent", URGENT),
 }
 # Every way staff and BP write an action, to its code.
 WORDING = {words(a.label): code for code, a in ACTIONS.items()} | {
     str(code): code for code in ACTIONS} | {
-    "return urgent": 7, "urgent": 7, "non urgent appointment": 6, "nonurgent appointment": 6}
+    "urgent appointment": 7, "urgent": 7, "non urgent appointment": 6,
+    "nonurgent appointment": 6}
 
 
 def result_ineligible_reason(result: ResultFacts) -> str | None:

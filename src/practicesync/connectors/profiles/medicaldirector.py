@@ -18,9 +18,11 @@ WORDING = {"no action": NO_ACTION, "no action required": NO_ACTION, "discuss": D
 
 def result_ineligible_reason(result: ResultFacts) -> str | None:
     if words(result.tab) != "results":
-        return f"filed under the {result.tab or 'no'!r} tab; only the Results tab counts"
+        where = f"the {result.tab!r} tab" if result.tab else "no tab"
+        return f"filed under {where}; only the Results tab counts"
     if words(result.location) != "result":
-        return f"Location {result.location or 'blank'!r} in the Actioned List; only Result counts"
+        where = repr(result.location) if result.location else "blank"
+        return f"Location {where} in the Actioned List; only Result counts"
     return None
 
 
