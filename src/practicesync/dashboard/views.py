@@ -1,13 +1,22 @@
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Q
+from django.db.models import Exists, F, OuterRef, Prefetch, Q
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
 
+from practicesync.connectors.profiles import get_profile
 from practicesync.patients.models import Patient, ReviewItem
 from practicesync.practices.access import access_practice
 from practicesync.practices.models import Membership
+from practicesync.results.actions import NotOnChecklist, mark_checklist_done
+from practicesync.results.models import Result, ResultGroup
+
+from .results import DISPOSITION_WORDS, GroupRow
 
 PAGE_SIZE = 50
+DONE_SHOWN = 50
 
 
 @login_required
@@ -49,3 +58,88 @@ def patient_by_pms_id(request, practice, pms_id):
     return render(request, "dashboard/patient.html", {
         "practice": practice, "patient": patient,
         "reviews": patient.review_items.filter(status="open")})
+
+
+def _groups(practice):
+    """The practice's result groups that are on the dashboard: those with at least one
+    doctor-actioned, eligible result. Unactioned and wrongly filed results never show, and
+    only the eligible results of a group are listed."""
+    eligible = Result.objects.filter(group=OuterRef("pk"), eligible=True)
+    return (ResultGroup.objects.filter(practice=practice).filter(Exists(eligible))
+            .select_related("patient", "template", "sequence")
+            .prefetch_related(Prefetch("results", to_attr="shown_results",
+                                       queryset=Result.objects.filter(eligible=True)
+                                       .order_by("test_name", "id"))))
+
+
+@login_required
+def results(request, practice):
+    """Results dashboard: one row per patient per performed day, newest day first."""
+    practice, _ = access_practice(request.user, practice)
+    groups = _groups(practice)
+    disposition = request.GET.get("disposition", "")
+    state = request.GET.get("state", "")
+    if disposition in DISPOSITION_WORDS:
+        groups = groups.filter(disposition=disposition)
+    else:
+        disposition = ""
+    if state in ResultGroup.State.values:
+        groups = groups.filter(state=state)
+    else:
+        state = ""
+    page = Paginator(groups.order_by("-performed_on", "patient__family_name",
+                                     "patient__given_name", "id"), PAGE_SIZE).get_page(
+        request.GET.get("page"))
+    rows = [GroupRow.of(group, practice) for group in page]
+    all_groups = _groups(practice)
+    counts = {
+        "all": all_groups.count(),
+        "to_tick": all_groups.filter(disposition=ResultGroup.Disposition.CHECKLIST,
+                                     state=ResultGroup.State.OPEN,
+                                     checklist_done_at__isnull=True).count(),
+    }
+    return render(request, "dashboard/results.html", {
+        "practice": practice, "page": page, "rows": rows, "counts": counts,
+        "disposition_filter": disposition, "state_filter": state,
+        "dispositions": DISPOSITION_WORDS.items(),
+        "carries_results": get_profile(practice.pms).carries_results})
+
+
+@login_required
+def recalls_summary(request, practice):
+    """Recalls > Summary: the action checklist of groups staff must handle themselves."""
+    practice, _ = access_practice(request.user, practice)
+    checklist = _groups(practice).filter(disposition=ResultGroup.Disposition.CHECKLIST)
+    to_do = checklist.filter(state=ResultGroup.State.OPEN, checklist_done_at__isnull=True)
+    # Most pressing first (Return Urgent before the rest), then whoever has waited longest.
+    page = Paginator(to_do.order_by("-priority", "performed_on", "id"), PAGE_SIZE).get_page(
+        request.GET.get("page"))
+    done = checklist.filter(Q(checklist_done_at__isnull=False) | Q(state=ResultGroup.State.DONE))
+    done_count = done.count()
+    done = done.order_by(F("checklist_done_at").desc(nulls_last=True), "-performed_on", "-id")
+    return render(request, "dashboard/recalls_summary.html", {
+        "practice": practice, "page": page,
+        "to_do": [GroupRow.of(g, practice) for g in page],
+        "done": [GroupRow.of(g, practice) for g in done[:DONE_SHOWN]],
+        "done_count": done_count, "done_shown": DONE_SHOWN,
+        "carries_results": get_profile(practice.pms).carries_results})
+
+
+@require_POST
+@login_required
+def mark_done(request, practice, group_id):
+    """Recalls > Summary "Mark done": who and when are kept, and audited."""
+    practice, _ = access_practice(request.user, practice)
+    group = get_object_or_404(ResultGroup, practice=practice, id=group_id)
+    try:
+        mark_checklist_done(actor=request.user.email or request.user.username, group=group)
+    except NotOnChecklist:
+        return render(request, "dashboard/not_on_checklist.html", {
+            "practice": practice, "row": GroupRow.of(_groups(practice).filter(id=group.id)
+                                                     .first() or group, practice)},
+            status=400)
+    # No patient details in the message: it travels in a cookie.
+    messages.success(request, "Marked done. It is now in the Done list below.")
+    back = reverse("recalls_summary", kwargs={"practice": practice.slug})
+    page = request.POST.get("page", "")
+    return redirect(f"{back}?page={page}" if page.isdigit() and page != "1" else back)

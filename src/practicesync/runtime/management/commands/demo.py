@@ -8,27 +8,33 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from practicesync.runtime.management.commands.serve import gunicorn_argv
-from practicesync.simulator.demo import DEMO_STAFF, load_demo_practice
+from practicesync.simulator.demo import DEMO_STAFF, load_demo
 
 
 class Command(BaseCommand):
-    help = ("Set up the demo: migrate, load a simulated Docman 10 practice, sync it, then serve "
-            "on 127.0.0.1:8000 with a worker.")
+    help = ("Set up the demo: migrate, load a simulated Docman 10 practice and a Best Practice "
+            "and a Medical Director practice with actioned results, sync them, then serve on "
+            "127.0.0.1:8000 with a worker.")
 
     def add_arguments(self, parser):
-        parser.add_argument("--patients", type=int, default=5000)
+        parser.add_argument("--patients", type=int, default=5000,
+                            help="patients in the Docman 10 practice")
         parser.add_argument("--no-serve", action="store_true", help="load and sync, then exit")
         parser.add_argument("--port", type=int, default=8000)
 
     def handle(self, *args, patients, no_serve, port, **_):
         call_command("migrate", interactive=False, verbosity=0)
         password = secrets.token_urlsafe(9)
-        summary = load_demo_practice(patients=patients, staff_password=password)
-        sync = summary["sync"]
-        self.stdout.write(
-            f"Demo practice '{summary['practice']}': {sync['created']} created, "
-            f"{sync['updated']} updated, {sync['needs_review']} to review, "
-            f"{len(sync['errors'])} row errors; accounts {json.dumps(summary['accounts'])}")
+        for summary in load_demo(patients=patients, staff_password=password):
+            sync = summary["sync"]
+            line = (f"Demo practice '{summary['practice']}': {sync['created']} created, "
+                    f"{sync['updated']} updated, {sync['needs_review']} to review, "
+                    f"{len(sync['errors'])} row errors; accounts {json.dumps(summary['accounts'])}")
+            if results := summary.get("results"):
+                line += (f"; results {results['created']} created, {results['updated']} "
+                         f"updated, {results['unchanged']} unchanged, "
+                         f"{len(results['errors'])} row errors")
+            self.stdout.write(line)
         self.stdout.write(f"Log in at http://127.0.0.1:{port}/ as {DEMO_STAFF} / {password}")
         if no_serve:
             return
