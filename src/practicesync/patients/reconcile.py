@@ -49,9 +49,10 @@ class Plan:
 
 def plan_sync(records: list[PatientRecord], rows: list[ListRow], *, present_pms_ids: set[str],
               not_same: set[tuple[str, int]] = frozenset(), max_drop_share=Decimal("0.05"),
-              allow_drop: bool = False) -> Plan:
+              allow_drop: bool = False, partial: bool = False) -> Plan:
     """`present_pms_ids` holds every PMS id on the list, including rows too broken to apply,
-    so a bad row never makes its patient look as if they left."""
+    so a bad row never makes its patient look as if they left. A `partial` list (patients
+    sent one by one, as in HL7 ADT) says nothing about who is missing: nobody is marked left."""
     plan = Plan()
     index = CandidateIndex(records, rows, not_same)
     held_by = {(name, value): r.id for r in records for name in IDENTIFIER_FIELDS
@@ -85,7 +86,8 @@ def plan_sync(records: list[PatientRecord], rows: list[ListRow], *, present_pms_
             linked_ids.add(match.patient.id)
             _plan_update(plan, row, match, held_by)
 
-    _plan_left(plan, records, present_pms_ids, linked_ids, max_drop_share, allow_drop)
+    if not partial:
+        _plan_left(plan, records, present_pms_ids, linked_ids, max_drop_share, allow_drop)
     plan.counts["needs_review"] = len({r.key for r in plan.reviews})
     return plan
 

@@ -13,10 +13,12 @@ from django.utils import timezone
 from practicesync.audit.models import AuditEvent
 from practicesync.bulk import insert_rows
 from practicesync.connectors.csvfile.patient_list import SourceError, read_patient_list
+from practicesync.connectors.hl7v2.feeds import PatientFeed, read_patient_feed
 from practicesync.connectors.profiles import get_profile
 from practicesync.practices.access import require_sync_permission
 from practicesync.practices.models import Practice
 
+from .matching import Review
 from .models import NotSamePerson, Patient, ReviewItem, SyncRun
 from .reconcile import Plan, plan_sync
 from .rows import RECORD_FIELDS, PatientRecord, check_rows
@@ -53,15 +55,26 @@ def load_records(practice: Practice) -> list[PatientRecord]:
 
 
 def sync_patient_list(*, practice: Practice, source: str, actor: str, dry_run: bool = False,
-                      allow_drop_reason: str = "", progress: Progress | None = None
-                      ) -> SyncReport:
-    """Raises SyncNotPermitted before reading anything when the practice has not consented."""
+                      allow_drop_reason: str = "", progress: Progress | None = None,
+                      fmt: str = "csv", partial: bool = False) -> SyncReport:
+    """Raises SyncNotPermitted before reading anything when the practice has not consented.
+
+    `fmt` "csv" reads a practice list (canonical or the PMS's export); "hl7" a file or folder
+    of ADT messages, which is always `partial`: the same rules apply, but nobody is marked as
+    having left, since a feed of changes is not the whole list."""
     require_sync_permission(practice)
     started = timezone.now()
     profile = get_profile(practice.pms)
     records = load_records(practice)
+    feed: PatientFeed | None = None
+    partial = partial or fmt == "hl7"
     try:
-        rows, errors, present = check_rows(read_patient_list(source, profile), practice.country,
+        if fmt == "hl7":
+            feed = read_patient_feed(source, pms=practice.pms, country=practice.country)
+            raw_rows = feed.rows
+        else:
+            raw_rows = read_patient_list(source, profile)
+        rows, errors, present = check_rows(raw_rows, practice.country,
                                            known={r.pms_id: r for r in records if r.pms_id})
     except SourceError as e:
         if dry_run:
@@ -74,11 +87,17 @@ def sync_patient_list(*, practice: Practice, source: str, actor: str, dry_run: b
     not_same = set(NotSamePerson.objects.filter(practice=practice)
                    .values_list("pms_id", "patient_id"))
     plan = plan_sync(records, rows, present_pms_ids=present, not_same=not_same,
-                     max_drop_share=practice.max_drop_share, allow_drop=bool(allow_drop_reason))
+                     max_drop_share=practice.max_drop_share, allow_drop=bool(allow_drop_reason),
+                     partial=partial)
     error_dicts = [e.as_dict() for e in errors]
+    if feed is not None:
+        error_dicts = sorted(feed.errors + [feed.locate_row_error(e) for e in error_dicts],
+                             key=lambda e: e["row"])
+        plan.reviews += merge_reviews(feed)
+        plan.counts["needs_review"] = len({r.key for r in plan.reviews})
     if plan.refused:
         status = SyncRun.Status.REFUSED_TRUNCATED
-    elif errors:
+    elif error_dicts:
         status = SyncRun.Status.COMPLETED_WITH_ERRORS
     else:
         status = SyncRun.Status.COMPLETED
@@ -89,6 +108,7 @@ def sync_patient_list(*, practice: Practice, source: str, actor: str, dry_run: b
         return SyncReport(status, summary, error_dicts, plan=plan)
 
     run = SyncRun.objects.create(practice=practice, source=source, triggered_by=actor,
+                                 kind="patients_partial" if partial else "patients",
                                  allow_drop_reason=allow_drop_reason, started_at=started)
     try:
         with transaction.atomic():
@@ -104,6 +124,28 @@ def sync_patient_list(*, practice: Practice, source: str, actor: str, dry_run: b
     run.finished_at = timezone.now()
     run.save(update_fields=["status", "counts", "errors", "finished_at"])
     return SyncReport(status, summary, error_dicts, run_id=run.id, plan=plan)
+
+
+@dataclass(frozen=True)
+class MergeReview(Review):
+    """The PMS merged two of its patients (HL7 ADT^A40). Keyed on both ids, so each merge is
+    raised once however often it is re-sent."""
+
+    prior_pms_id: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.prior_pms_id}>{self.pms_id}"
+
+
+def merge_reviews(feed: PatientFeed) -> list[Review]:
+    """A merge is never applied here: staff check both records (DESIGN.md section 2, rule 6)."""
+    return [MergeReview(
+        "pms_merge", f"{ref}: the PMS merged patient {m.prior_pms_id} into {m.pms_id} "
+                     f"({m.message_type}). Nothing was merged in practicesync: check both "
+                     f"records and combine them by hand if they are one person.",
+        m.pms_id, candidates=(PatientRecord(pms_id=m.prior_pms_id),),
+        prior_pms_id=m.prior_pms_id) for _, ref, m in feed.merges]
 
 
 def empty_summary() -> dict:

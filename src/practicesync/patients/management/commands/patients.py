@@ -18,9 +18,12 @@ class Command(BaseCommand):
         sub = parser.add_subparsers(dest="action", required=True)
         sync = sub.add_parser("sync", help="reconcile the practice list with practicesync")
         sync.add_argument("--practice", required=True)
-        sync.add_argument("--source", required=True, help="path or http(s) URL")
-        sync.add_argument("--format", default="csv", choices=["csv"],
-                          help="csv: the canonical list, or the practice's PMS list export")
+        sync.add_argument("--source", required=True, help="path or http(s) URL; for hl7 a file "
+                                                          "or a folder of *.hl7/*.txt/*.msg files")
+        sync.add_argument("--format", default="csv", choices=["csv", "hl7"],
+                          help="csv: the canonical list, or the practice's PMS list export; "
+                               "hl7: ADT^A04/A08/A28/A31 patients and A40 merges (a feed of "
+                               "changes: nobody is marked as left)")
         sync.add_argument("--dry-run", action="store_true", help="report the diff, write nothing")
         sync.add_argument("--allow-drop", metavar="REASON",
                           help="apply a list that drops more than the practice's limit; the "
@@ -49,7 +52,7 @@ class Command(BaseCommand):
         else:
             self.stdout.write(f"recorded: {pms_id} is not patient #{patient_id}")
 
-    def sync(self, *, practice, source, dry_run, allow_drop, json, **_):
+    def sync(self, *, practice, source, dry_run, allow_drop, json, format="csv", **_):
         if allow_drop is not None and not allow_drop.strip():
             raise usage_error("--allow-drop needs a reason")
         practice = practice_arg(practice)
@@ -64,7 +67,7 @@ class Command(BaseCommand):
             try:
                 report = sync_patient_list(practice=practice, source=source, actor=cli_actor(),
                                            dry_run=dry_run, allow_drop_reason=allow_drop or "",
-                                           progress=progress)
+                                           progress=progress, fmt=format)
             except SyncNotPermitted as e:
                 raise usage_error(str(e)) from e
         if json:

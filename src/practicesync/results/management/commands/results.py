@@ -18,7 +18,9 @@ class Command(BaseCommand):
         sync = sub.add_parser("sync", help="import the actioned-results CSV")
         sync.add_argument("--practice", required=True)
         sync.add_argument("--source", required=True)
-        sync.add_argument("--format", default="csv", choices=["csv"])
+        sync.add_argument("--format", default="csv", choices=["csv", "hl7"],
+                          help="csv: the actioned-results CSV; hl7: ORU^R01 messages in a file "
+                               "or a folder of *.hl7/*.txt/*.msg files")
         sync.add_argument("--json", action="store_true")
 
         poll = sub.add_parser("poll", help="import results actioned in the PMS database since "
@@ -52,10 +54,10 @@ class Command(BaseCommand):
         else:
             self.stdout.write(f"group {found.id} done by {found.checklist_done_by}")
 
-    def sync(self, *, practice, source, json, **_):
+    def sync(self, *, practice, source, json, format="csv", **_):
         try:
             report = sync_results(practice=practice_arg(practice), source=source,
-                                  actor=cli_actor())
+                                  actor=cli_actor(), fmt=format)
         except SyncNotPermitted as e:
             raise usage_error(str(e)) from e
         except SourceError as e:

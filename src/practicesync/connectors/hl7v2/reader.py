@@ -1,0 +1,63 @@
+"""HL7 v2 messages from a file or a folder of files (a lab's or a PMS's drop folder)."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from practicesync.connectors.csvfile.source import SourceError
+
+from .parse import Message, MessageError, parse_payload
+
+SUFFIXES = (".hl7", ".txt", ".msg")
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One message of the source, parsed, or why it was not; or a problem of a whole file."""
+
+    number: int                 # 1-based across the whole source; 0: a file as a whole
+    ref: str                    # "results/a.hl7:message 2", or the file alone
+    message: Message | None = None
+    error: MessageError | None = None
+
+
+def hl7_files(source: str | Path) -> tuple[Path, list[Path]]:
+    """(folder the references are relative to, files in the order they are read): a file on
+    its own, or every *.hl7, *.txt and *.msg file directly in a folder, sorted by name."""
+    path = Path(source)
+    if path.is_dir():
+        return path, sorted(p for p in path.iterdir()
+                            if p.is_file() and p.suffix.lower() in SUFFIXES)
+    if path.is_file():
+        return path.parent, [path]
+    raise SourceError(f"{source}: no such file or folder")
+
+
+def read_hl7_source(source: str | Path) -> Iterator[SourceItem]:
+    """Every message of the file or folder in order. A bad message or an unreadable file is
+    reported (by file, message and segment) and the rest is read. Raises SourceError only
+    when the source itself does not exist."""
+    base, files = hl7_files(source)
+    number = 0
+    for path in files:
+        name = path.relative_to(base).as_posix()
+        try:
+            payload = path.read_bytes()
+        except OSError as e:
+            yield SourceItem(0, name, error=MessageError(0, "", "", f"cannot be read "
+                                                                   f"({e.strerror})",
+                                                         "unreadable"))
+            continue
+        last = 0
+        for item in parse_payload(payload):
+            index = item.message_index if isinstance(item, MessageError) else item.index
+            if index == 0:
+                yield SourceItem(0, name, error=item)
+                continue
+            last = max(last, index)
+            ref = f"{name}:message {index}"
+            if isinstance(item, MessageError):
+                yield SourceItem(number + index, ref, error=item)
+            else:
+                yield SourceItem(number + index, ref, message=item)
+        number += last
