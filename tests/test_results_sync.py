@@ -246,3 +246,14 @@ def test_a_result_that_stops_counting_leaves_its_group(bp, tmp_path):
     assert Result.objects.get(result_id="R2").group is None
     assert list(group.results.values_list("result_id", flat=True)) == ["R1"]
     assert group.disposition == "template" and group.action == "Non-Urgent Appointment"
+
+
+def test_a_ticked_checklist_item_comes_back_when_a_result_joins_it(bp, tmp_path):
+    sync(bp, tmp_path, result("R1", action="Nurse to Advise"))
+    run("results", "checklist-done", "--practice", bp.slug, "--group", str(group_of("R1").id))
+    assert group_of("R1").checklist_done_at is not None
+    sync(bp, tmp_path, result("R1", action="Nurse to Advise"),
+         result("R2", action="Return Urgent"), name="b.csv")
+    group = group_of("R1")
+    assert group.action == "Return Urgent"
+    assert group.checklist_done_at is None and group.checklist_done_by == ""

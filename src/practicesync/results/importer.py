@@ -209,14 +209,19 @@ def _decide(practice, patient_id, day, re_decide, templates, actor, report) -> N
                                            performed_on=day, **fields)
         report.counts["groups_created"] += 1
         what = "group.created"
-    elif any(getattr(group, k) != v for k, v in fields.items()):
-        for k, v in fields.items():
-            setattr(group, k, v)
-        group.save()
-        report.counts["groups_updated"] += 1
-        what = "group.updated"
     else:
+        if group.checklist_done_at and (decision.priority > group.priority
+                                        or members_qs.exclude(group=group).exists()):
+            # A ticked item that gains a result or becomes more pressing is back to action:
+            # the tick was for what staff saw then.
+            fields |= {"checklist_done_by": "", "checklist_done_at": None}
         what = None
+        if any(getattr(group, k) != v for k, v in fields.items()):
+            for k, v in fields.items():
+                setattr(group, k, v)
+            group.save()
+            report.counts["groups_updated"] += 1
+            what = "group.updated"
     members_qs.exclude(group=group).update(group=group)
     if what:
         events.record(practice=practice, actor=actor, action=what, patient=group.patient,
