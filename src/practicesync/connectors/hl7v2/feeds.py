@@ -62,20 +62,25 @@ class PatientFeed(_Feed):
         return self.locate(error, {**PATIENT_FIELDS, **self._fields.get(error["row"], {})})
 
 
-def read_patient_feed(source, *, pms: str, country: str) -> PatientFeed:
-    feed = PatientFeed()
-    latest: dict[str, tuple[int, PatientRow]] = {}
+def _messages(feed, source, accepts, expected: str):
+    """The source's parsed messages that `accepts`; every other one is an error in `feed`."""
     for item in read_hl7_source(source):
         feed.refs[item.number] = item.ref
         if item.error is not None:
             feed.errors.append(error_dict(item.number, item.ref, item.error))
-            continue
-        message = item.message
-        if message.message_code != "ADT":
-            feed.errors.append(error_dict(item.number, item.ref, unsupported(
-                message, "ADT^A04/A08/A28/A31/A40 for patients")))
-            continue
-        mapped = _mapped(map_adt, message, pms=pms, country=country)
+        elif not accepts(item.message):
+            feed.errors.append(error_dict(item.number, item.ref,
+                                          unsupported(item.message, expected)))
+        else:
+            yield item
+
+
+def read_patient_feed(source, *, pms: str, country: str) -> PatientFeed:
+    feed = PatientFeed()
+    latest: dict[str, tuple[int, PatientRow]] = {}
+    for item in _messages(feed, source, lambda m: m.message_code == "ADT",
+                          "ADT^A04/A08/A28/A31/A40 for patients"):
+        mapped = _mapped(map_adt, item.message, pms=pms, country=country)
         feed.errors += [error_dict(item.number, item.ref, e) for e in mapped.errors]
         for patient in mapped.patients:
             latest.pop(patient.row["pms_id"], None)  # re-inserted last: arrival order kept
@@ -99,17 +104,9 @@ def read_result_feed(source, *, pms: str) -> ResultFeed:
     """ORU^R01 messages as canonical result rows, one per OBR, in arrival order (a later
     message about the same result updates it)."""
     feed = ResultFeed()
-    for item in read_hl7_source(source):
-        feed.refs[item.number] = item.ref
-        if item.error is not None:
-            feed.errors.append(error_dict(item.number, item.ref, item.error))
-            continue
-        message = item.message
-        if message.message_type != "ORU^R01":
-            feed.errors.append(error_dict(item.number, item.ref,
-                                          unsupported(message, "ORU^R01 for results")))
-            continue
-        mapped = _mapped(map_oru, message, pms=pms)
+    for item in _messages(feed, source, lambda m: m.message_type == "ORU^R01",
+                          "ORU^R01 for results"):
+        mapped = _mapped(map_oru, item.message, pms=pms)
         feed.errors += [error_dict(item.number, item.ref, e) for e in mapped.errors]
         feed.rows += [(item.number, row) for row in mapped.results]
     return feed
