@@ -257,3 +257,16 @@ def test_a_ticked_checklist_item_comes_back_when_a_result_joins_it(bp, tmp_path)
     group = group_of("R1")
     assert group.action == "Return Urgent"
     assert group.checklist_done_at is None and group.checklist_done_by == ""
+
+
+def test_an_admin_turns_auto_start_on_and_new_groups_start_at_once(bp, tmp_path):
+    sync(bp, tmp_path, result("R1"))
+    code, data = run_json("results", "template", "--practice", bp.slug, "--action-key",
+                          "non_urgent_appointment", "--auto-start", "on")
+    assert code == 0 and data["auto_start"] is True
+    assert AuditEvent.objects.filter(action="template.auto_start").count() == 1
+    sync(bp, tmp_path, result("R1"), result("R2", pms_id="P2"), name="b.csv")
+    assert group_of("R1").sequence.state == "to_action_paused"  # waiting ones still need Start
+    assert group_of("R2").sequence.state == "active"
+    assert run("results", "template", "--practice", bp.slug, "--action-key", "discuss",
+               "--auto-start", "on")[0] == 2

@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from practicesync.audit import events
 
-from .models import ResultGroup
+from .models import ResultGroup, ResultsTemplate
 
 
 class NotOnChecklist(ValueError):
@@ -26,3 +26,18 @@ def mark_checklist_done(*, actor: str, group: ResultGroup) -> ResultGroup:
                       patient=group.patient, why=group.action,
                       detail={"group_id": group.id, "performed_on": group.performed_on.isoformat()})
     return group
+
+
+@transaction.atomic
+def set_template_auto_start(*, actor: str, template: ResultsTemplate,
+                            auto_start: bool) -> ResultsTemplate:
+    """An admin decides whether a Results template starts by itself or waits for Start.
+    Groups already waiting are not started by this: each still needs staff."""
+    if template.auto_start != auto_start:
+        template.auto_start = auto_start
+        template.save(update_fields=["auto_start"])
+        events.record(practice=template.practice, actor=actor, action="template.auto_start",
+                      why="on" if auto_start else "off",
+                      detail={"template_id": template.id, "action_key": template.action_key,
+                              "auto_start": auto_start})
+    return template

@@ -6,13 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
 
-from practicesync.audit import events
 from practicesync.patients.accounts import import_accounts
 from practicesync.patients.sync import sync_patient_list
 from practicesync.practices import actions
 from practicesync.practices.models import Practice
+from practicesync.results.actions import set_template_auto_start
 from practicesync.results.importer import sync_results
 from practicesync.results.models import Result, ResultsTemplate
 
@@ -58,15 +57,9 @@ def _practice(slug: str, name: str, pms: str) -> Practice:
     return practice
 
 
-@transaction.atomic
 def _set_auto_start(practice: Practice, action_keys: tuple[str, ...]) -> None:
-    for template in ResultsTemplate.objects.filter(practice=practice, action_key__in=action_keys,
-                                                   auto_start=False):
-        template.auto_start = True
-        template.save(update_fields=["auto_start"])
-        events.record(practice=practice, actor=ACTOR, action="template.auto_start",
-                      why="demo practice sends this template's sequences at once",
-                      detail={"template": template.name, "action_key": template.action_key})
+    for template in ResultsTemplate.objects.filter(practice=practice, action_key__in=action_keys):
+        set_template_auto_start(actor=ACTOR, template=template, auto_start=True)
 
 
 def load_demo_practice(*, patients: int = 5000, seed: int = 1, staff_password: str) -> dict:

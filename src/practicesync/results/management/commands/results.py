@@ -4,9 +4,13 @@ from practicesync.cli import FAILED, cli_actor, exit_with, practice_arg, print_j
 from practicesync.connectors.csvfile.source import SourceError
 from practicesync.connectors.pmsdb import NoPmsConnector
 from practicesync.practices.access import SyncNotPermitted
-from practicesync.results.actions import NotOnChecklist, mark_checklist_done
+from practicesync.results.actions import (
+    NotOnChecklist,
+    mark_checklist_done,
+    set_template_auto_start,
+)
 from practicesync.results.importer import COUNTERS, sync_results
-from practicesync.results.models import ResultGroup
+from practicesync.results.models import ResultGroup, ResultsTemplate
 from practicesync.results.polling import poll_pms_results
 
 
@@ -36,8 +40,30 @@ class Command(BaseCommand):
         done.add_argument("--group", required=True, type=int)
         done.add_argument("--json", action="store_true")
 
+        template = sub.add_parser("template", help="turn a Results template's auto-start on "
+                                                   "or off")
+        template.add_argument("--practice", required=True)
+        template.add_argument("--action-key", required=True,
+                              help="e.g. non_urgent_appointment (BP) or discuss (MD)")
+        template.add_argument("--auto-start", required=True, choices=["on", "off"])
+        template.add_argument("--json", action="store_true")
+
     def handle(self, *args, action, **opts):
         getattr(self, action.replace("-", "_"))(**opts)
+
+    def template(self, *, practice, action_key, auto_start, json, **_):
+        found = ResultsTemplate.objects.filter(practice=practice_arg(practice),
+                                               action_key=action_key).first()
+        if found is None:
+            raise usage_error(f"no Results template for {action_key!r} at {practice}")
+        found = set_template_auto_start(actor=cli_actor(), template=found,
+                                        auto_start=auto_start == "on")
+        data = {"template": found.name, "action_key": found.action_key,
+                "auto_start": found.auto_start}
+        if json:
+            print_json(self, data)
+        else:
+            self.stdout.write(f"{found.name}: auto-start {auto_start}")
 
     def checklist_done(self, *, practice, group, json, **_):
         found = ResultGroup.objects.filter(practice=practice_arg(practice), id=group).first()
