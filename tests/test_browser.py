@@ -12,15 +12,10 @@ from tests.factories import list_row, write_list
 from tests.test_serve import (
     EMAIL,
     PASSWORD,
-    Served,
     cli,
-    free_port,
-    kill_leftovers,
     served_app,  # noqa: F401  (the fixture)
-    start,
-    stop,
-    wait_until_answering,
-)
+    serving,
+    )
 
 pytestmark = pytest.mark.slow
 
@@ -155,18 +150,7 @@ def served_results_app(tmp_path):
     summary = json.loads(cli(tmp_path, "results", "sync", "--practice", slug, "--source",
                              str(results), "--json"))
     assert summary["errors"] == [] and summary["groups_created"] == 4
-    port = free_port()
-    proc = start(tmp_path, "serve", "--port", str(port), log_name="serve.log")
-    served = Served(f"http://127.0.0.1:{port}", proc, tmp_path, slug)
-    try:
-        wait_until_answering(served.base + "/login/", proc, served.log)
-        yield served
-        if proc.poll() is None:
-            code, _ = stop(proc, timeout=15)
-            assert code == 0, served.log.read_text()
-    finally:
-        if proc.poll() is None:
-            kill_leftovers(proc)
+    yield from serving(tmp_path, slug)
 
 
 def test_results_and_recalls_summary_in_a_browser(served_results_app, page):

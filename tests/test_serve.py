@@ -133,13 +133,12 @@ def set_up_home(home: Path) -> str:
     return slug
 
 
-@pytest.fixture
-def served_app(tmp_path):
-    """`practicesync serve` on a free port of 127.0.0.1; SIGTERMed (and checked) at the end."""
-    slug = set_up_home(tmp_path)
+def serving(home, slug):
+    """`practicesync serve` on a free port of 127.0.0.1 for `home`; SIGTERMed (and checked)
+    when the generator is closed."""
     port = free_port()
-    proc = start(tmp_path, "serve", "--port", str(port), log_name="serve.log")
-    served = Served(f"http://127.0.0.1:{port}", proc, tmp_path, slug)
+    proc = start(home, "serve", "--port", str(port), log_name="serve.log")
+    served = Served(f"http://127.0.0.1:{port}", proc, home, slug)
     try:
         wait_until_answering(served.base + "/login/", proc, served.log)
         yield served
@@ -149,6 +148,11 @@ def served_app(tmp_path):
     finally:
         if proc.poll() is None:
             kill_leftovers(proc)
+
+
+@pytest.fixture
+def served_app(tmp_path):
+    yield from serving(tmp_path, set_up_home(tmp_path))
 
 
 class Session:
