@@ -270,3 +270,21 @@ def test_an_admin_turns_auto_start_on_and_new_groups_start_at_once(bp, tmp_path)
     assert group_of("R2").sequence.state == "active"
     assert run("results", "template", "--practice", bp.slug, "--action-key", "discuss",
                "--auto-start", "on")[0] == 2
+
+
+@pytest.mark.parametrize("status, date_of_death", [("deceased", "2026-11-22"), ("left", "")])
+def test_a_patient_who_dies_or_leaves_has_their_sequences_stopped_at_once(bp, tmp_path, status,
+                                                                          date_of_death):
+    from practicesync.patients.sync import sync_patient_list
+    from tests.factories import list_row
+
+    sync(bp, tmp_path, result("R1"))
+    rows = [list_row(pms_id="P1", given_name="Ann", registration_status=status,
+                     date_of_death=date_of_death),
+            list_row(pms_id="P2", given_name="Bo")]
+    report = sync_patient_list(practice=bp, actor="test", source=str(
+        write_list(tmp_path / "list.csv", rows)))
+    sequence = group_of("R1").sequence
+    assert sequence.state == "cancelled" and "Patient Sync" in sequence.state_reason
+    event = AuditEvent.objects.get(action="sequence.cancelled")
+    assert event.sync_run_id == report.run_id

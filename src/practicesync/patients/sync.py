@@ -15,6 +15,7 @@ from practicesync.bulk import insert_rows
 from practicesync.connectors.csvfile.patient_list import SourceError, read_patient_list
 from practicesync.connectors.hl7v2.feeds import PatientFeed, read_patient_feed
 from practicesync.connectors.profiles import get_profile
+from practicesync.outreach.actions import stop_sequences_of
 from practicesync.practices.access import require_sync_permission
 from practicesync.practices.models import Practice
 
@@ -204,6 +205,11 @@ def _apply(practice: Practice, run: SyncRun, plan: Plan, actor: str, progress) -
 
     insert_rows(AuditEvent, events, EVENT_COLUMNS)
     _store_reviews(practice, run, plan.reviews)
+    gone = [u.record.id for u in plan.updates
+            if any(c.field == "status" and c.new != "active" for c in u.changes)]
+    if gone:
+        stop_sequences_of(practice=practice, patient_ids=gone, actor=actor, sync_run=run,
+                          why="patient marked deceased or left practice by Patient Sync")
 
 
 NEW_PATIENT_COLUMNS = ["practice_id", *(f for f in RECORD_FIELDS if f != "id"), "link_reason",
