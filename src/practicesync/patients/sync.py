@@ -13,6 +13,7 @@ from django.utils import timezone
 from practicesync.audit.models import AuditEvent
 from practicesync.bulk import insert_rows
 from practicesync.connectors.csvfile.patient_list import SourceError, read_patient_list
+from practicesync.connectors.fhir import read_patient_feed as read_fhir_patient_feed
 from practicesync.connectors.hl7v2.feeds import PatientFeed, read_patient_feed
 from practicesync.connectors.profiles import get_profile
 from practicesync.outreach.actions import stop_sequences_of
@@ -62,16 +63,20 @@ def sync_patient_list(*, practice: Practice, source: str, actor: str, dry_run: b
 
     `fmt` "csv" reads a practice list (canonical or the PMS's export); "hl7" a file or folder
     of ADT messages, which is always `partial`: the same rules apply, but nobody is marked as
-    having left, since a feed of changes is not the whole list."""
+    having left, since a feed of changes is not the whole list. "fhir" a FHIR Bundle, Patient
+    or folder of them: partial too (a Bundle is not known to hold the whole list)."""
     require_sync_permission(practice)
     started = timezone.now()
     profile = get_profile(practice.pms)
     records = load_records(practice)
     feed: PatientFeed | None = None
-    partial = partial or fmt == "hl7"
+    partial = partial or fmt in ("hl7", "fhir")
     try:
         if fmt == "hl7":
             feed = read_patient_feed(source, pms=practice.pms, country=practice.country)
+            raw_rows = feed.rows
+        elif fmt == "fhir":
+            feed = read_fhir_patient_feed(source, country=practice.country)
             raw_rows = feed.rows
         else:
             raw_rows = read_patient_list(source, profile)

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from practicesync.audit import events
 from practicesync.connectors.csvfile.results import read_results
+from practicesync.connectors.fhir import read_result_feed as read_fhir_result_feed
 from practicesync.connectors.hl7v2.feeds import read_result_feed
 from practicesync.connectors.profiles import PRIORITY, get_profile
 from practicesync.outreach.models import Sequence
@@ -51,11 +52,15 @@ def sync_results(*, practice: Practice, source: str, actor: str, fmt: str = "csv
                  ) -> ResultsReport:
     """Import the canonical actioned-results CSV at `source`, or (`fmt` "hl7") the ORU^R01
     messages of a file or folder: one result per OBR; a bad message is reported by file,
-    message and segment, and the rest imported."""
+    message and segment, and the rest imported. `fmt` "fhir": the DiagnosticReports of a FHIR
+    Bundle, resource file or folder, a bad resource reported by file and FHIR path."""
     require_sync_permission(practice)
-    if fmt != "hl7":
+    if fmt not in ("hl7", "fhir"):
         return import_result_rows(practice=practice, raw_rows=read_results(source), actor=actor)
-    feed = read_result_feed(source, pms=practice.pms)
+    if fmt == "fhir":
+        feed = read_fhir_result_feed(source, country=practice.country)
+    else:
+        feed = read_result_feed(source, pms=practice.pms)
     report = import_result_rows(practice=practice, raw_rows=feed.rows, actor=actor)
     report.errors = sorted(feed.errors + [feed.locate_row_error(e) for e in report.errors],
                            key=lambda e: e["row"])

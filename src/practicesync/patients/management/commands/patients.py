@@ -19,11 +19,14 @@ class Command(BaseCommand):
         sync = sub.add_parser("sync", help="reconcile the practice list with practicesync")
         sync.add_argument("--practice", required=True)
         sync.add_argument("--source", required=True, help="path or http(s) URL; for hl7 a file "
-                                                          "or a folder of *.hl7/*.txt/*.msg files")
-        sync.add_argument("--format", default="csv", choices=["csv", "hl7"],
+                                                          "or a folder of *.hl7/*.txt/*.msg files; "
+                                                          "for fhir a file or a folder of *.json")
+        sync.add_argument("--format", default="csv", choices=["csv", "hl7", "fhir"],
                           help="csv: the canonical list, or the practice's PMS list export; "
                                "hl7: ADT^A04/A08/A28/A31 patients and A40 merges (a feed of "
-                               "changes: nobody is marked as left)")
+                               "changes: nobody is marked as left); fhir: Patient resources "
+                               "of FHIR R4 Bundles or resource files (also: nobody is marked "
+                               "as left)")
         sync.add_argument("--dry-run", action="store_true", help="report the diff, write nothing")
         sync.add_argument("--allow-drop", metavar="REASON",
                           help="apply a list that drops more than the practice's limit; the "

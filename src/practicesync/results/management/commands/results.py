@@ -22,9 +22,11 @@ class Command(BaseCommand):
         sync = sub.add_parser("sync", help="import the actioned-results CSV")
         sync.add_argument("--practice", required=True)
         sync.add_argument("--source", required=True)
-        sync.add_argument("--format", default="csv", choices=["csv", "hl7"],
+        sync.add_argument("--format", default="csv", choices=["csv", "hl7", "fhir"],
                           help="csv: the actioned-results CSV; hl7: ORU^R01 messages in a file "
-                               "or a folder of *.hl7/*.txt/*.msg files")
+                               "or a folder of *.hl7/*.txt/*.msg files; fhir: DiagnosticReports "
+                               "(with their Patients and Observations) in FHIR R4 Bundles or "
+                               "resource files, a file or a folder of *.json")
         sync.add_argument("--json", action="store_true")
 
         poll = sub.add_parser("poll", help="import results actioned in the PMS database since "

@@ -1,0 +1,152 @@
+"""FHIR JSON from a file or a folder of files: each resource of interest validated, or why not.
+
+A file holds a Bundle (its entries are read, entries of other types skipped) or one resource
+of a type read here. Nothing here raises for bad input except a source that does not exist.
+"""
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from practicesync.connectors.csvfile.source import SourceError
+
+READ_TYPES = ("Patient", "DiagnosticReport", "Observation")
+SUFFIXES = (".json",)
+MAX_PROBLEMS = 3
+
+
+@dataclass(frozen=True)
+class FhirError:
+    """Why a file or resource was not used: `where` is a FHIR path ("Patient.birthDate"),
+    `ref` names the file and resource, `code` is a short reason for tests and counts."""
+
+    row: int
+    ref: str
+    where: str
+    reason: str
+    code: str
+    pms_id: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"row": self.row, "pms_id": self.pms_id, "field": self.where,
+                "message": f"{self.ref}: {self.reason}"}
+
+
+@dataclass(frozen=True)
+class Item:
+    """One resource of the source: `number` is 1-based across the whole source (0 for a file
+    as a whole), `ref` "lab/a.json:entry[2] DiagnosticReport/r1", `full_url` the Bundle
+    entry's fullUrl (what references inside a Bundle may point at)."""
+
+    number: int
+    ref: str
+    resource_type: str = ""
+    resource: object | None = None
+    full_url: str = ""
+    error: FhirError | None = None
+
+
+def fhir_files(source: str | Path) -> tuple[Path, list[Path]]:
+    path = Path(source)
+    if path.is_dir():
+        return path, sorted(p for p in path.iterdir()
+                            if p.is_file() and p.suffix.lower() in SUFFIXES)
+    if path.is_file():
+        return path.parent, [path]
+    raise SourceError(f"{source}: no such file or folder")
+
+
+def fhir_path(resource_type: str, loc: tuple) -> str:
+    out = resource_type
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _validation_error(number, ref, resource_type, e: ValidationError, pms_id=None) -> FhirError:
+    problems = e.errors()
+    paths = [fhir_path(resource_type, tuple(p.get("loc", ()))) for p in problems]
+    said = "; ".join(f"{path}: {p.get('msg', '')}" for path, p in
+                     zip(paths[:MAX_PROBLEMS], problems[:MAX_PROBLEMS], strict=True))
+    more = f" (and {len(problems) - MAX_PROBLEMS} more)" if len(problems) > MAX_PROBLEMS else ""
+    return FhirError(number, ref, paths[0] if paths else resource_type,
+                     f"not a valid FHIR R4 {resource_type}: {said}{more}", "invalid", pms_id)
+
+
+def validate(number: int, ref: str, raw: dict, full_url: str = "") -> Item:
+    resource_type = raw.get("resourceType")
+    label = f"{ref} {resource_type}/{raw.get('id')}" if raw.get("id") else f"{ref} {resource_type}"
+    try:
+        model = get_fhir_model_class(resource_type).model_validate(raw)
+    except ValidationError as e:
+        return Item(number, label, resource_type,
+                    error=_validation_error(number, label, resource_type, e))
+    except Exception as e:  # noqa: BLE001 - a model that trips on odd input never stops the rest
+        return Item(number, label, resource_type, error=FhirError(
+            number, label, resource_type, f"could not be validated ({type(e).__name__})",
+            "invalid"))
+    return Item(number, label, resource_type, model, full_url)
+
+
+def _bundle_items(data: dict, name: str, number: int) -> Iterator[Item]:
+    entries = data.get("entry") or []
+    if not isinstance(entries, list):
+        yield Item(0, name, "Bundle", error=FhirError(0, name, "Bundle.entry",
+                                                      "Bundle.entry is not a list", "invalid"))
+        return
+    shell = {**data, "entry": [{k: v for k, v in e.items() if k != "resource"}
+                               if isinstance(e, dict) else e for e in entries]}
+    if not shell["entry"]:
+        shell.pop("entry")
+    try:
+        get_fhir_model_class("Bundle").model_validate(shell)
+    except ValidationError as e:
+        yield Item(0, name, "Bundle", error=_validation_error(0, name, "Bundle", e))
+        return
+    for index, entry in enumerate(entries):
+        raw = entry.get("resource")
+        if not isinstance(raw, dict) or raw.get("resourceType") not in READ_TYPES:
+            continue  # a Bundle carries all sorts: only what is read here is looked at
+        if (entry.get("request") or {}).get("method") == "DELETE":
+            continue
+        number += 1
+        yield validate(number, f"{name}:entry[{index}]", raw, entry.get("fullUrl") or "")
+
+
+def read_fhir_source(source: str | Path) -> Iterator[Item]:
+    """Every Patient, DiagnosticReport and Observation of the file or folder, in order, or the
+    reason a file or resource could not be read. Raises SourceError only when the source does
+    not exist."""
+    base, files = fhir_files(source)
+    number = 0
+    for path in files:
+        name = path.relative_to(base).as_posix()
+
+        def problem(reason: str, code: str, where: str = "", name=name) -> Item:
+            return Item(0, name, error=FhirError(0, name, where, reason, code))
+
+        try:
+            data = json.loads(path.read_bytes())
+        except OSError as e:
+            yield problem(f"cannot be read ({e.strerror})", "unreadable")
+            continue
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            yield problem(f"is not JSON ({str(e)[:80]})", "not_json")
+            continue
+        kind = data.get("resourceType") if isinstance(data, dict) else None
+        if not isinstance(kind, str) or not kind:
+            yield problem("is not a FHIR resource (no resourceType)", "not_fhir")
+        elif kind == "Bundle":
+            for item in _bundle_items(data, name, number):
+                number = max(number, item.number)
+                yield item
+        elif kind in READ_TYPES:
+            number += 1
+            yield validate(number, name, data)
+        else:
+            yield problem(f"{kind} is not read here (only Bundle, {', '.join(READ_TYPES)})",
+                          "unsupported_type", kind)
