@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "practicesync.outreach",
     "practicesync.dashboard",
     "practicesync.runtime",
+    "practicesync.connectors.hl7v2",
 ]
 
 MIDDLEWARE = [

@@ -7,6 +7,7 @@ from django.utils.crypto import get_random_string
 from django_tasks import DEFAULT_TASK_BACKEND_ALIAS, DEFAULT_TASK_QUEUE_NAME
 from django_tasks_db.management.commands.db_worker import Worker
 
+from practicesync.connectors.hl7v2.inbox import process_all_inboxes
 from practicesync.patients.tasks import enqueue_due_syncs
 
 
@@ -34,6 +35,7 @@ class Command(BaseCommand):
             queued = enqueue_due_syncs()
             if queued:
                 self.stdout.write(f"queued nightly sync for practice ids {queued}")
+            process_all_inboxes()  # HL7 messages the MLLP listener accepted
             # Drain what is queued, then come back to the schedule; a SIGTERM lets the
             # task in hand finish (its sync commits or rolls back whole).
             Worker(queue_names=[DEFAULT_TASK_QUEUE_NAME], interval=0, batch=True,

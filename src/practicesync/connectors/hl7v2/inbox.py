@@ -1,0 +1,327 @@
+"""The MLLP inbox: storing frames on arrival, applying them afterwards, dead letters.
+
+- `accept` / `reject` run on the listener's hot path: one INSERT each, committed before the
+  ACK is sent. A duplicate MSH key (MSH-3, MSH-4, MSH-10) is never stored twice.
+- `process_inbox` applies accepted rows of one practice in arrival (id) order: it claims a batch
+  with a conditional UPDATE (accepted -> processing), only while no other batch of the practice
+  is in hand, so two workers never apply one row, nor one patient's messages out of order.
+  Consecutive ADT rows go through the patient sync rules as one partial run (`patients_partial`),
+  consecutive ORU^R01 rows through `import_result_rows`. A row whose message is refused or
+  fails becomes a dead letter with the reason.
+- Dead letters are grouped in incidents (the id of the first dead letter while none is open):
+  one alert (log line and an open `hl7_dead_letter` review item) per incident. `reprocess_dead`
+  puts them back in the queue; the imports are idempotent, so repeating it is safe.
+"""
+
+import datetime as dt
+import logging
+import re
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.utils import timezone
+
+from practicesync.patients.models import ReviewItem
+from practicesync.practices.models import Practice
+
+from .feeds import _mapped
+from .mapping import map_oru, unsupported
+from .models import InboundMessage
+from .parse import MessageError, parse_payload
+
+log = logging.getLogger(__name__)
+
+ACTOR = "hl7:mllp"
+State = InboundMessage.State
+# A batch claimed longer ago than this belongs to a worker that died: it may be claimed again.
+STALE_CLAIM = dt.timedelta(minutes=10)
+_NAME = re.compile(r"(\d{12})\.hl7\b")
+
+
+@dataclass(frozen=True)
+class Stored:
+    row_id: int
+    duplicate: bool
+    state: str
+    error: str = ""
+
+
+def _fresh() -> None:
+    """The listener's threads keep their connections: drop a broken or expired one first
+    (never inside a transaction, whose connection is not ours to close)."""
+    if not connection.in_atomic_block:
+        close_old_connections()
+
+
+def _durable() -> None:
+    """SQLite runs with synchronous=NORMAL (WAL), which may lose the last commits on power
+    loss; an ACK promises the message is kept, so this connection syncs every commit."""
+    if connection.vendor == "sqlite" and not connection.in_atomic_block:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA synchronous=FULL")
+
+
+def _key(header) -> dict:
+    return {"sending_application": header.sending_application,
+            "sending_facility": header.sending_facility,
+            "control_id": header.control_id or None}
+
+
+def accept(practice_id: int, header, raw: bytes) -> Stored:
+    """Store a frame whose MSH was read; committed when this returns."""
+    _fresh()
+    _durable()
+    try:
+        with transaction.atomic():
+            row = InboundMessage.objects.create(
+                practice_id=practice_id, raw=raw, message_type=header.message_type[:40],
+                **_key(header))
+        return Stored(row.id, False, row.state)
+    except IntegrityError:
+        found = (InboundMessage.objects.filter(practice_id=practice_id, **_key(header))
+                 .values_list("id", "state", "error").first())
+        if found is None:
+            raise
+        return Stored(found[0], True, found[1], found[2])
+
+
+def reject(practice_id: int, header, raw: bytes, reason: str) -> int | None:
+    """Keep a frame refused on arrival as a dead letter (once per MSH key); its row id."""
+    _fresh()
+    _durable()
+    try:
+        with transaction.atomic():
+            row = InboundMessage.objects.create(
+                practice_id=practice_id, raw=raw, message_type=header.message_type[:40],
+                state=State.DEAD, error=reason, processed_at=timezone.now(), **_key(header))
+            _open_incident(practice_id, [row.id])
+        return row.id
+    except IntegrityError:
+        return None
+
+
+def outcome(row_id: int) -> tuple[str, str]:
+    _fresh()
+    return InboundMessage.objects.values_list("state", "error").get(id=row_id)
+
+
+def permitted(practice_id: int) -> bool:
+    _fresh()
+    practice = Practice.objects.filter(id=practice_id).first()
+    return practice is not None and practice.sync_permitted
+
+
+# --- processing ------------------------------------------------------------------------------
+
+class _Lost(Exception):
+    """Another worker holds part of the batch: back off."""
+
+
+def _claim(practice_id: int, limit: int) -> list[int]:
+    now = timezone.now()
+    stale = now - STALE_CLAIM
+    rows = InboundMessage.objects.filter(practice_id=practice_id)
+    try:
+        with transaction.atomic():
+            if rows.filter(state=State.PROCESSING, claimed_at__gt=stale).exists():
+                return []
+            ids = list(rows.filter(state__in=[State.ACCEPTED, State.PROCESSING])
+                       .exclude(state=State.PROCESSING, claimed_at__gt=stale)
+                       .order_by("id").values_list("id", flat=True)[:limit])
+            if not ids:
+                return []
+            claimed = (rows.filter(id__in=ids)
+                       .exclude(state=State.PROCESSING, claimed_at__gt=stale)
+                       .exclude(state__in=[State.PROCESSED, State.DEAD])
+                       .update(state=State.PROCESSING, claimed_at=now))
+            if claimed != len(ids):
+                raise _Lost
+            return ids
+    except _Lost:
+        return []
+
+
+def process_inbox(practice: Practice | int, *, limit: int = 500) -> int:
+    """Apply up to `limit` accepted rows of the practice, oldest first; how many were done
+    (processed or dead). 0 when there is nothing to do, another worker is busy with the
+    practice, or the practice's permission is off (rows wait)."""
+    _fresh()
+    # Fresh from the database: the permission may have been withdrawn since.
+    practice = Practice.objects.get(id=practice if isinstance(practice, int) else practice.id)
+    if not practice.sync_permitted:
+        return 0
+    ids = _claim(practice.id, limit)
+    if not ids:
+        return 0
+    rows = list(InboundMessage.objects.filter(id__in=ids).order_by("id")
+                .only("id", "message_type", "raw", "incident"))
+    for run in _runs(rows):
+        _apply_run(practice, run)
+    return len(rows)
+
+
+def process_all_inboxes(limit: int = 500) -> int:
+    """One pass of every permitted practice's inbox (the worker's loop calls this)."""
+    done = 0
+    practice_ids = (InboundMessage.objects.filter(state__in=[State.ACCEPTED, State.PROCESSING])
+                    .values_list("practice_id", flat=True).distinct())
+    for practice_id in list(practice_ids):
+        done += process_inbox(practice_id, limit=limit)
+    return done
+
+
+def _kind(row: InboundMessage) -> str:
+    return "ADT" if row.message_type.split("^")[0] == "ADT" else "ORU"
+
+
+def _runs(rows: list[InboundMessage]) -> Iterable[list[InboundMessage]]:
+    """Consecutive rows of one kind: applied together, and kinds never overtake each other."""
+    run: list[InboundMessage] = []
+    for row in rows:
+        if run and _kind(run[0]) != _kind(row):
+            yield run
+            run = []
+        run.append(row)
+    if run:
+        yield run
+
+
+def _apply_run(practice: Practice, run: list[InboundMessage]) -> None:
+    try:
+        with transaction.atomic():
+            errors = (_apply_adt if _kind(run[0]) == "ADT" else _apply_oru)(practice, run)
+            _finish(practice, run, errors)
+    except Exception as e:  # noqa: BLE001 - one bad row must not hold back the others
+        if len(run) > 1:
+            for row in run:
+                _apply_run(practice, [row])
+            return
+        log.exception("hl7 inbox row %s could not be applied", run[0].id)
+        with transaction.atomic():
+            _finish(practice, run, {run[0].id: [f"could not be applied ({type(e).__name__})"]})
+
+
+def _apply_oru(practice: Practice, run: list[InboundMessage]) -> dict[int, list[str]]:
+    from practicesync.results.importer import import_result_rows
+
+    errors: dict[int, list[str]] = {}
+    result_rows = []
+    for row in run:
+        for item in parse_payload(bytes(row.raw)):
+            if isinstance(item, MessageError):
+                errors.setdefault(row.id, []).append(_describe(item))
+            elif item.message_type != "ORU^R01":
+                errors.setdefault(row.id, []).append(
+                    _describe(unsupported(item, "ORU^R01 for results")))
+            else:
+                mapped = _mapped(map_oru, item, pms=practice.pms)
+                errors.setdefault(row.id, []).extend(_describe(e) for e in mapped.errors)
+                result_rows += [(row.id, result) for result in mapped.results]
+    report = import_result_rows(practice=practice, raw_rows=result_rows, actor=ACTOR)
+    for error in report.errors:
+        errors.setdefault(error["row"], []).append(f"{error['field']}: {error['message']}")
+    return errors
+
+
+def _apply_adt(practice: Practice, run: list[InboundMessage]) -> dict[int, list[str]]:
+    from practicesync.patients.sync import sync_patient_list
+
+    errors: dict[int, list[str]] = {}
+    with tempfile.TemporaryDirectory(prefix="practicesync-hl7-inbox-") as folder:
+        for row in run:
+            Path(folder, f"{row.id:012d}.hl7").write_bytes(bytes(row.raw))
+        report = sync_patient_list(practice=practice, source=folder, actor=ACTOR, fmt="hl7",
+                                   partial=True)
+    for error in report.errors:
+        found = _NAME.match(error["message"])
+        row_id = int(found.group(1)) if found else run[0].id
+        text = error["message"][found.end():].lstrip(":") if found else error["message"]
+        errors.setdefault(row_id, []).append(f"{error['field']}: {text}".strip(": "))
+    if report.failure:
+        for row in run:
+            errors.setdefault(row.id, []).append(report.failure)
+    return errors
+
+
+def _describe(error: MessageError) -> str:
+    return f"{error.where}: {error.reason}" if error.where else error.reason
+
+
+def _finish(practice: Practice, run: list[InboundMessage], errors: dict[int, list[str]]) -> None:
+    now = timezone.now()
+    dead = [row.id for row in run if errors.get(row.id)]
+    for row_id in dead:
+        InboundMessage.objects.filter(id=row_id).update(
+            state=State.DEAD, error="; ".join(errors[row_id])[:10000], processed_at=now)
+    good = [row.id for row in run if row.id not in dead]
+    if good:
+        InboundMessage.objects.filter(id__in=good).update(state=State.PROCESSED, error="",
+                                                          processed_at=now)
+    if dead:
+        _open_incident(practice.id, dead)
+    _close_incidents(practice.id)
+
+
+# --- dead letters ----------------------------------------------------------------------------
+
+def _incident_key(incident: int) -> str:
+    return f"hl7_dead_letter:{incident}"
+
+
+def _open_incident(practice_id: int, row_ids: list[int]) -> None:
+    """Attach new dead letters to the practice's open incident, or open one (and alert once).
+    Rows already in an incident (processed again and failed again) keep theirs."""
+    rows = InboundMessage.objects.filter(id__in=row_ids, incident__isnull=True)
+    if not rows.exists():
+        return
+    current = (InboundMessage.objects.filter(practice_id=practice_id, state=State.DEAD,
+                                             incident__isnull=False)
+               .order_by("-incident").values_list("incident", flat=True).first())
+    if current is not None:
+        rows.update(incident=current)
+        return
+    incident = min(row_ids)
+    rows.update(incident=incident)
+    InboundMessage.objects.filter(id=incident).update(alerted=True)
+    count = len(row_ids)
+    ReviewItem.objects.get_or_create(
+        practice_id=practice_id, key=_incident_key(incident),
+        defaults={"kind": "hl7_dead_letter",
+                  "detail": f"HL7 messages could not be used (dead-letter incident {incident}, "
+                            f"{count} message(s) so far). Fix the cause, then run `practicesync "
+                            f"hl7 reprocess --practice <slug>`."})
+    # Only ids: the reasons may quote patient data, which never goes to the logs.
+    log.error("hl7 dead-letter incident %s opened for practice %s (inbox row %s)", incident,
+              practice_id, incident)
+
+
+def _close_incidents(practice_id: int) -> None:
+    """An incident none of whose messages is still dead is over: its review item resolved."""
+    open_items = ReviewItem.objects.filter(practice_id=practice_id, kind="hl7_dead_letter",
+                                           status=ReviewItem.Status.OPEN)
+    for item in open_items:
+        incident = int(item.key.rsplit(":", 1)[1])
+        if not InboundMessage.objects.filter(practice_id=practice_id, incident=incident,
+                                             state=State.DEAD).exists():
+            item.status = ReviewItem.Status.RESOLVED
+            item.save(update_fields=["status"])
+
+
+def reprocess_dead(practice: Practice, *, limit: int = 500) -> dict:
+    """Put every dead letter of the practice back in the queue and process the queue. Safe to
+    repeat: the imports are idempotent and incidents are not alerted again."""
+    queued = (InboundMessage.objects.filter(practice=practice, state=State.DEAD)
+              .update(state=State.ACCEPTED, claimed_at=None))
+    done = 0
+    while True:
+        n = process_inbox(practice, limit=limit)
+        if not n:
+            break
+        done += n
+    states = InboundMessage.objects.filter(practice=practice)
+    return {"requeued": queued, "processed": done,
+            "dead": states.filter(state=State.DEAD).count(),
+            "waiting": states.filter(state__in=[State.ACCEPTED, State.PROCESSING]).count()}

@@ -1,0 +1,50 @@
+"""The MLLP inbox: every frame the listener received, raw, keyed by its MSH.
+
+A row is written (and committed) before the sender gets its ACK ("commit accept"), then parsed
+and mapped by `inbox.process_inbox`. Dead letters are inbox rows in state `dead`: refused on
+arrival (bad or unsupported MSH) or failed when processed; they keep their raw bytes so they can
+be processed again after a fix.
+"""
+
+from django.db import models
+from django.utils import timezone
+
+from practicesync.practices.models import Practice
+
+
+class InboundMessage(models.Model):
+    class State(models.TextChoices):
+        ACCEPTED = "accepted"        # committed, ACKed (commit mode), not yet applied
+        PROCESSING = "processing"    # claimed by one worker
+        PROCESSED = "processed"
+        DEAD = "dead"
+
+    practice = models.ForeignKey(Practice, on_delete=models.PROTECT,
+                                 related_name="inbound_messages")
+    received_at = models.DateTimeField(default=timezone.now)
+    # The MSH key as written: MSH-3, MSH-4, MSH-10. control_id is null for a frame whose MSH
+    # could not be read (so such dead letters never collide with each other).
+    sending_application = models.CharField(max_length=227, blank=True, default="")
+    sending_facility = models.CharField(max_length=227, blank=True, default="")
+    control_id = models.CharField(max_length=199, null=True, blank=True)
+    message_type = models.CharField(max_length=40, blank=True, default="")
+    raw = models.BinaryField()
+    state = models.CharField(max_length=12, choices=State.choices, default=State.ACCEPTED)
+    error = models.TextField(blank=True, default="")
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    # Dead letters: the incident is the id of its first dead letter; one alert per incident.
+    incident = models.BigIntegerField(null=True, blank=True)
+    alerted = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["practice", "sending_application", "sending_facility", "control_id"],
+                name="one_inbound_message_per_msh_key"),
+        ]
+        indexes = [models.Index(fields=["practice", "state", "id"],
+                                name="hl7v2_inbox_pick")]
+
+    def __str__(self) -> str:
+        return f"{self.message_type} {self.control_id} ({self.state})"
