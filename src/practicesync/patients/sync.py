@@ -14,6 +14,7 @@ from practicesync.audit.models import AuditEvent
 from practicesync.bulk import insert_rows
 from practicesync.connectors.csvfile.patient_list import SourceError, read_patient_list
 from practicesync.connectors.fhir import read_patient_feed as read_fhir_patient_feed
+from practicesync.connectors.fhir import server as fhir_server
 from practicesync.connectors.hl7v2.feeds import PatientFeed, read_patient_feed
 from practicesync.connectors.profiles import get_profile
 from practicesync.outreach.actions import stop_sequences_of
@@ -64,16 +65,27 @@ def sync_patient_list(*, practice: Practice, source: str, actor: str, dry_run: b
     `fmt` "csv" reads a practice list (canonical or the PMS's export); "hl7" a file or folder
     of ADT messages, which is always `partial`: the same rules apply, but nobody is marked as
     having left, since a feed of changes is not the whole list. "fhir" a FHIR Bundle, Patient
-    or folder of them: partial too (a Bundle is not known to hold the whole list)."""
+    or folder of them: partial too (a Bundle is not known to hold the whole list); with an
+    http(s) `source`, the Patients updated on that FHIR server since the practice's cursor
+    (connectors/fhir/server.py). The cursor moves only with a run that applied its changes:
+    in the same transaction as them, so a crash or a failed or refused run leaves it where
+    it was and the next run pulls the same Patients again (re-applying them is harmless);
+    a dry run never moves it."""
     require_sync_permission(practice)
     started = timezone.now()
     profile = get_profile(practice.pms)
     records = load_records(practice)
     feed: PatientFeed | None = None
+    pulled = None
     partial = partial or fmt in ("hl7", "fhir")
     try:
         if fmt == "hl7":
             feed = read_patient_feed(source, pms=practice.pms, country=practice.country)
+            raw_rows = feed.rows
+        elif fmt == "fhir" and fhir_server.is_url(source):
+            pulled = fhir_server.pull(source, "Patient", fhir_server.cursor_position(
+                practice, source, "Patient"))
+            feed = read_fhir_patient_feed(pulled.documents, country=practice.country)
             raw_rows = feed.rows
         elif fmt == "fhir":
             feed = read_fhir_patient_feed(source, country=practice.country)
@@ -122,6 +134,8 @@ def sync_patient_list(*, practice: Practice, source: str, actor: str, dry_run: b
                 _store_reviews(practice, run, [plan.refused], key_suffix=f":run{run.id}")
             else:
                 _apply(practice, run, plan, actor, progress)
+                if pulled is not None:
+                    fhir_server.advance_cursor(practice, source, pulled)
     except Exception as e:
         run.status, run.failure, run.finished_at = SyncRun.Status.FAILED, repr(e), timezone.now()
         run.save(update_fields=["status", "failure", "finished_at"])

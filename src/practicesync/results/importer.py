@@ -11,6 +11,7 @@ from django.utils import timezone
 from practicesync.audit import events
 from practicesync.connectors.csvfile.results import read_results
 from practicesync.connectors.fhir import read_result_feed as read_fhir_result_feed
+from practicesync.connectors.fhir import server as fhir_server
 from practicesync.connectors.hl7v2.feeds import read_result_feed
 from practicesync.connectors.profiles import PRIORITY, get_profile
 from practicesync.outreach.models import Sequence
@@ -53,10 +54,23 @@ def sync_results(*, practice: Practice, source: str, actor: str, fmt: str = "csv
     """Import the canonical actioned-results CSV at `source`, or (`fmt` "hl7") the ORU^R01
     messages of a file or folder: one result per OBR; a bad message is reported by file,
     message and segment, and the rest imported. `fmt` "fhir": the DiagnosticReports of a FHIR
-    Bundle, resource file or folder, a bad resource reported by file and FHIR path."""
+    Bundle, resource file or folder, a bad resource reported by file and FHIR path; with an
+    http(s) `source`, the DiagnosticReports updated on that FHIR server since the practice's
+    cursor, which moves in the same transaction as their import (a crash or a server error
+    leaves it where it was; re-importing a report is harmless)."""
     require_sync_permission(practice)
     if fmt not in ("hl7", "fhir"):
         return import_result_rows(practice=practice, raw_rows=read_results(source), actor=actor)
+    if fmt == "fhir" and fhir_server.is_url(source):
+        pulled = fhir_server.pull(source, "DiagnosticReport", fhir_server.cursor_position(
+            practice, source, "DiagnosticReport"))
+        feed = read_fhir_result_feed(pulled.documents, country=practice.country)
+        with transaction.atomic():
+            report = import_result_rows(practice=practice, raw_rows=feed.rows, actor=actor)
+            fhir_server.advance_cursor(practice, source, pulled)
+        report.errors = sorted(feed.errors + [feed.locate_row_error(e) for e in report.errors],
+                               key=lambda e: e["row"])
+        return report
     if fmt == "fhir":
         feed = read_fhir_result_feed(source, country=practice.country)
     else:

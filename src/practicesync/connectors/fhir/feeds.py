@@ -1,4 +1,5 @@
-"""A file or folder of FHIR resources as what the patient and results imports read, in the
+"""A file or folder of FHIR resources (or the Bundle pages pulled from a FHIR server, as a
+list of (name, parsed JSON); see server.py) as what the patient and results imports read, in the
 shape of the HL7 v2 feeds (connectors/hl7v2/feeds.py), so the imports treat both alike.
 
 Errors use the sync runs' JSON shape {row, pms_id, field, message}: `row` is the resource's

@@ -1,11 +1,12 @@
 """FHIR JSON from a file or a folder of files: each resource of interest validated, or why not.
 
 A file holds a Bundle (its entries are read, entries of other types skipped) or one resource
-of a type read here. Nothing here raises for bad input except a source that does not exist.
+of a type read here; Bundles already in memory (a server's pages) are read the same way.
+Nothing here raises for bad input except a source that does not exist.
 """
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,29 +118,34 @@ def _bundle_items(data: dict, name: str, number: int) -> Iterator[Item]:
         yield validate(number, f"{name}:entry[{index}]", raw, entry.get("fullUrl") or "")
 
 
-def read_fhir_source(source: str | Path) -> Iterator[Item]:
-    """Every Patient, DiagnosticReport and Observation of the file or folder, in order, or the
-    reason a file or resource could not be read. Raises SourceError only when the source does
-    not exist."""
+def _file_documents(source: str | Path) -> Iterator[tuple[str, object]]:
+    """(name, parsed JSON) of each file, or (name, Item) saying why a file is not JSON."""
     base, files = fhir_files(source)
-    number = 0
     for path in files:
         name = path.relative_to(base).as_posix()
-
-        def problem(reason: str, code: str, where: str = "", name=name) -> Item:
-            return Item(0, name, error=FhirError(0, name, where, reason, code))
-
         try:
-            data = json.loads(path.read_bytes())
+            yield name, json.loads(path.read_bytes())
         except OSError as e:
-            yield problem(f"cannot be read ({e.strerror})", "unreadable")
-            continue
+            yield name, _problem(name, f"cannot be read ({e.strerror})", "unreadable")
         except (UnicodeDecodeError, ValueError, RecursionError) as e:
-            yield problem(f"is not JSON ({str(e)[:80]})", "not_json")
+            yield name, _problem(name, f"is not JSON ({str(e)[:80]})", "not_json")
+
+
+def _problem(name: str, reason: str, code: str, where: str = "") -> Item:
+    return Item(0, name, error=FhirError(0, name, where, reason, code))
+
+
+def read_fhir_documents(documents: Iterable[tuple[str, object]]) -> Iterator[Item]:
+    """Every Patient, DiagnosticReport and Observation of already parsed JSON documents
+    (name, data), e.g. the Bundle pages a FHIR server returned, numbered across them all."""
+    number = 0
+    for name, data in documents:
+        if isinstance(data, Item):
+            yield data
             continue
         kind = data.get("resourceType") if isinstance(data, dict) else None
         if not isinstance(kind, str) or not kind:
-            yield problem("is not a FHIR resource (no resourceType)", "not_fhir")
+            yield _problem(name, "is not a FHIR resource (no resourceType)", "not_fhir")
         elif kind == "Bundle":
             for item in _bundle_items(data, name, number):
                 number = max(number, item.number)
@@ -148,5 +154,15 @@ def read_fhir_source(source: str | Path) -> Iterator[Item]:
             number += 1
             yield validate(number, name, data)
         else:
-            yield problem(f"{kind} is not read here (only Bundle, {', '.join(READ_TYPES)})",
-                          "unsupported_type", kind)
+            yield _problem(name, f"{kind} is not read here (only Bundle, "
+                                 f"{', '.join(READ_TYPES)})", "unsupported_type", kind)
+
+
+def read_fhir_source(source) -> Iterator[Item]:
+    """Every Patient, DiagnosticReport and Observation of the file or folder, in order, or the
+    reason a file or resource could not be read. Raises SourceError only when the source does
+    not exist. `source` may also be a list of (name, parsed JSON) documents (a server pull)."""
+    if isinstance(source, list | tuple):
+        yield from read_fhir_documents(source)
+    else:
+        yield from read_fhir_documents(_file_documents(source))

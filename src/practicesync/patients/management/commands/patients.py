@@ -20,7 +20,9 @@ class Command(BaseCommand):
         sync.add_argument("--practice", required=True)
         sync.add_argument("--source", required=True, help="path or http(s) URL; for hl7 a file "
                                                           "or a folder of *.hl7/*.txt/*.msg files; "
-                                                          "for fhir a file or a folder of *.json")
+                                                          "for fhir a file or a folder of *.json, "
+                                                          "or a FHIR server base URL (pulls what "
+                                                          "changed since the last pull)")
         sync.add_argument("--format", default="csv", choices=["csv", "hl7", "fhir"],
                           help="csv: the canonical list, or the practice's PMS list export; "
                                "hl7: ADT^A04/A08/A28/A31 patients and A40 merges (a feed of "

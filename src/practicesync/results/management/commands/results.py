@@ -21,7 +21,10 @@ class Command(BaseCommand):
         sub = parser.add_subparsers(dest="action", required=True)
         sync = sub.add_parser("sync", help="import the actioned-results CSV")
         sync.add_argument("--practice", required=True)
-        sync.add_argument("--source", required=True)
+        sync.add_argument("--source", required=True,
+                          help="csv: a file or URL; hl7: a file or folder of messages; fhir: a "
+                               "file or folder of JSON, or a FHIR server base URL (pulls what "
+                               "changed since the last pull)")
         sync.add_argument("--format", default="csv", choices=["csv", "hl7", "fhir"],
                           help="csv: the actioned-results CSV; hl7: ORU^R01 messages in a file "
                                "or a folder of *.hl7/*.txt/*.msg files; fhir: DiagnosticReports "
