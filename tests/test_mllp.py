@@ -427,16 +427,19 @@ def test_ack_for_an_unreadable_msh_uses_default_delimiters():
 class FakeInbox:
     def __init__(self):
         self.rows: dict[tuple, int] = {}
+        self.raw: dict[tuple, bytes] = {}
         self.dead: list[bytes] = []
 
     def permitted(self):
         return True
 
     def accept(self, header, raw):
+        """As inbox.accept: a key is kept once; a resend with other bytes is a conflict."""
         key = (header.sending_application, header.sending_facility, header.control_id)
         duplicate = key in self.rows
         self.rows.setdefault(key, len(self.rows) + 1)
-        return Stored(self.rows[key], duplicate, "accepted")
+        self.raw.setdefault(key, raw)
+        return Stored(self.rows[key], duplicate, "accepted", conflict=self.raw[key] != raw)
 
     def reject(self, header, raw, reason):
         self.dead.append(raw)
@@ -574,3 +577,32 @@ def test_nothing_is_applied_while_the_permission_is_off(practice):
     practice.dpia_ref = ""
     practice.save(update_fields=["dpia_ref"])
     assert process_inbox(practice) == 0
+
+
+def test_a_frame_refused_on_arrival_does_not_hold_its_msh_key(practice):
+    from practicesync.connectors.hl7v2 import inbox
+    from practicesync.connectors.hl7v2.models import InboundMessage
+
+    refused = oru("K-1").replace("ORU^R01", "ORU^R99").encode()
+    header, _ = read_msh(refused)
+    inbox.reject(practice.id, header, refused, "MSH-9: not taken here")
+    stored = _store(practice, oru("K-1"))
+    assert not stored.duplicate and not stored.conflict
+    assert InboundMessage.objects.filter(control_id="K-1").count() == 2
+    assert InboundMessage.objects.get(id=stored.row_id).state == "accepted"
+
+
+def test_a_reused_control_id_with_other_content_is_not_taken_for_a_resend(practice):
+    first = _store(practice, oru("K-2", pms_id="P1"))
+    again = _store(practice, oru("K-2", pms_id="P1"))
+    other = _store(practice, oru("K-2", pms_id="P2"))
+    assert (again.duplicate, again.conflict) == (True, False)
+    assert (other.duplicate, other.conflict) == (True, True)
+    assert again.row_id == other.row_id == first.row_id
+
+
+def test_the_listener_refuses_a_reused_control_id_with_other_content():
+    acks = answers([frame(oru("K-3", pms_id="P1")), frame(oru("K-3", pms_id="P2"))])
+    assert acks[0].split(b"\r")[1] == b"MSA|AA|K-3"
+    assert acks[1].split(b"\r")[1].startswith(b"MSA|AR|K-3")
+    assert b"control id already used" in acks[1]

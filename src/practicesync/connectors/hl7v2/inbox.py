@@ -14,6 +14,7 @@
 """
 
 import datetime as dt
+import hashlib
 import logging
 import re
 import tempfile
@@ -47,6 +48,8 @@ class Stored:
     duplicate: bool
     state: str
     error: str = ""
+    # The key was taken by a message with other content: not a resend, so not acknowledged.
+    conflict: bool = False
 
 
 def _fresh() -> None:
@@ -74,33 +77,33 @@ def accept(practice_id: int, header, raw: bytes) -> Stored:
     """Store a frame whose MSH was read; committed when this returns."""
     _fresh()
     _durable()
+    digest = hashlib.sha256(raw).hexdigest()
     try:
         with transaction.atomic():
             row = InboundMessage.objects.create(
                 practice_id=practice_id, raw=raw, message_type=header.message_type[:40],
-                **_key(header))
+                digest=digest, **_key(header))
         return Stored(row.id, False, row.state)
     except IntegrityError:
-        found = (InboundMessage.objects.filter(practice_id=practice_id, **_key(header))
-                 .values_list("id", "state", "error").first())
+        found = (InboundMessage.objects.filter(practice_id=practice_id, refused=False,
+                                               **_key(header))
+                 .values_list("id", "state", "error", "digest").first())
         if found is None:
             raise
-        return Stored(found[0], True, found[1], found[2])
+        return Stored(found[0], True, found[1], found[2], conflict=found[3] != digest)
 
 
 def reject(practice_id: int, header, raw: bytes, reason: str) -> int | None:
     """Keep a frame refused on arrival as a dead letter (once per MSH key); its row id."""
     _fresh()
     _durable()
-    try:
-        with transaction.atomic():
-            row = InboundMessage.objects.create(
-                practice_id=practice_id, raw=raw, message_type=header.message_type[:40],
-                state=State.DEAD, error=reason, processed_at=timezone.now(), **_key(header))
-            _open_incident(practice_id, [row.id])
-        return row.id
-    except IntegrityError:
-        return None
+    with transaction.atomic():
+        row = InboundMessage.objects.create(
+            practice_id=practice_id, raw=raw, message_type=header.message_type[:40],
+            state=State.DEAD, error=reason, processed_at=timezone.now(), refused=True,
+            digest=hashlib.sha256(raw).hexdigest(), **_key(header))
+        _open_incident(practice_id, [row.id])
+    return row.id
 
 
 def outcome(row_id: int) -> tuple[str, str]:

@@ -314,6 +314,12 @@ class Listener:
                                  else rejection.reason)
                 return build_ack(header, "AR", error=rejection)
             stored = await self._call(self.inbox.accept, header, item)
+            if stored.conflict:
+                rejection = Rejection("205", "MSH-10", "control id already used for a different "
+                                                        "message: not a resend; send it with a "
+                                                        "new MSH-10")
+                await self._call(self.inbox.reject, header, item, rejection.reason)
+                return build_ack(header, "AR", error=rejection)
             if self.mode != "original":
                 if not stored.duplicate:
                     self._work.set()

@@ -36,11 +36,17 @@ class InboundMessage(models.Model):
     # Dead letters: the incident is the id of its first dead letter; one alert per incident.
     incident = models.BigIntegerField(null=True, blank=True)
     alerted = models.BooleanField(default=False)
+    # Refused on arrival (answered AR): kept as a dead letter but never holding its MSH key,
+    # so the sender's corrected message with the same key is still taken.
+    refused = models.BooleanField(default=False)
+    # SHA-256 of the raw bytes: a reused key with other content is not a duplicate.
+    digest = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
                 fields=["practice", "sending_application", "sending_facility", "control_id"],
+                condition=models.Q(refused=False),
                 name="one_inbound_message_per_msh_key"),
         ]
         indexes = [models.Index(fields=["practice", "state", "id"],
