@@ -9,10 +9,12 @@ measurement inherits another's memory, caches or garbage, and each subprocess's 
 (see peak_rss_mb) belongs to its one measurement. The parent only prepares the database and
 the lists, checks the counts and reports.
 
-HL7 ingest (hl7_ingest_mllp): `python -m practicesync mllp` runs as its own process on a free
-127.0.0.1 port, for a practice created and permitted through the CLI; HL7_CLIENTS raw-socket MLLP
-clients (threads of the parent) stream HL7_MESSAGES synthetic AU-style ORU^R01 messages (distinct
-MSH-10), each waiting for its message's ACK before sending the next; every ACK must be AA.
+HL7 ingest (hl7_ingest_mllp): `python -m practicesync mllp --no-process` (store, commit,
+acknowledge; applying the inbox is the worker's job, DESIGN.md section 5) runs as its own
+process on a free 127.0.0.1 port, for a practice created and permitted through the CLI;
+HL7_CLIENTS raw-socket MLLP clients (threads of the parent) stream HL7_MESSAGES synthetic
+AU-style ORU^R01 messages (distinct MSH-10), each waiting for its message's ACK before
+sending the next; every ACK must be AA.
 Its baseline (also its own row, hl7_ingest_parse_only) is full python-hl7 parsing (`hl7.parse`)
 of the same messages, measured in a fresh subprocess of the same run.
 
@@ -439,7 +441,8 @@ class MllpListener:
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "practicesync", "mllp", "--host", "127.0.0.1", "--port",
-                 str(self.port), "--practice", slug], cwd=REPO, env=os.environ.copy(),
+                 str(self.port), "--practice", slug, "--no-process"], cwd=REPO,
+                env=os.environ.copy(),
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 60
         while "mllp listening" not in self.log.read_text(errors="replace"):
@@ -594,7 +597,8 @@ def bench_hl7_ingest(work: Path, backend: str) -> tuple[list[Result], list[str]]
         f"groups) streamed by {HL7_CLIENTS} raw-socket MLLP clients to `practicesync mllp` "
         f"(commit mode: ACK after the inbox commit), each client waiting for every ACK before "
         f"its next message; {acks.get('AA', 0):,} AA, first send to last ACK "
-        f"{seconds:.2f} s. The listener applies the inbox in the background meanwhile; at "
+        f"{seconds:.2f} s. The listener only stores and acknowledges (--no-process; the worker "
+        f"applies the inbox); at "
         f"SIGTERM (exit {code} after {stop_seconds:.1f} s) the inbox held "
         + ", ".join(f"{n:,} {s}" for s, n in states.items() if n) + ".",
         f"hl7_ingest_parse_only = baseline: hl7.parse of the same {HL7_MESSAGES:,} messages in "

@@ -606,3 +606,23 @@ def test_the_listener_refuses_a_reused_control_id_with_other_content():
     assert acks[0].split(b"\r")[1] == b"MSA|AA|K-3"
     assert acks[1].split(b"\r")[1].startswith(b"MSA|AR|K-3")
     assert b"control id already used" in acks[1]
+
+
+@pytest.mark.slow
+def test_with_no_process_the_listener_only_acks_and_the_worker_applies(home):
+    running = Running(home, "lab-feed-surgery", "--no-process")
+    try:
+        client = Client(running.port)
+        try:
+            assert segments(client.send(oru("NOPROC-1")))["MSA"][1:3] == ["AA", "NOPROC-1"]
+        finally:
+            client.close()
+        time.sleep(1)
+        assert results_of(home, "NOPROC-1") == []  # stored and acknowledged, not applied
+        worker = subprocess.run([sys.executable, "-m", "practicesync", "worker", "--once"],
+                                env=env(home), capture_output=True, text=True, timeout=120)
+        assert worker.returncode == 0, worker.stderr
+        assert [r["pms_id"] for r in results_of(home, "NOPROC-1")] == ["P1"]
+        assert running.stop()[0] == 0
+    finally:
+        running.kill()

@@ -274,6 +274,9 @@ class Listener:
     threads: int = 8
     permission_ttl: float = 5.0           # seconds a permission check is trusted
     original_timeout: float = 60.0        # original mode: longest wait for processing
+    # Apply accepted messages in this process as well as in `practicesync worker`; off, the
+    # listener only stores and acknowledges (the fastest ACK path).
+    process_here: bool = True
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _connections: set = field(default_factory=set)
     _tasks: set = field(default_factory=set)
@@ -402,7 +405,8 @@ class Listener:
         """Listen until `stopping` is set, then finish the frames in hand and return."""
         server = await asyncio.start_server(self.serve_connection, host, port,
                                             limit=self.max_frame + 65536)
-        processor = asyncio.create_task(self.process_loop())
+        processor = asyncio.create_task(self.process_loop() if self.process_here
+                                        else self.stopping.wait())
         if ready:
             ready([s.getsockname() for s in server.sockets])
         await self.stopping.wait()

@@ -23,18 +23,25 @@ class Command(BaseCommand):
                                  "commit accept); original: ACK after processing")
         parser.add_argument("--max-frame", type=int, default=MAX_FRAME,
                             help=f"largest frame in bytes (default {MAX_FRAME})")
+        parser.add_argument("--no-process", dest="process_here", action="store_false",
+                            help="commit mode: only store and acknowledge; `practicesync "
+                                 "worker` applies the inbox")
 
-    def handle(self, *args, host, port, practice, mode, max_frame, **_):
+    def handle(self, *args, host, port, practice, mode, max_frame, process_here, **_):
         found = practice_arg(practice)
         try:
             require_sync_permission(found)
         except SyncNotPermitted as e:
             raise usage_error(str(e)) from e
-        asyncio.run(self._serve(found, host, port, mode, max_frame))
+        if mode == "original" and not process_here:
+            raise usage_error("--no-process needs --mode commit: original mode processes "
+                              "before it answers")
+        asyncio.run(self._serve(found, host, port, mode, max_frame, process_here))
         self.stdout.write("mllp stopped")
 
-    async def _serve(self, practice, host, port, mode, max_frame):
-        listener = Listener(Inbox(practice.id), mode=mode, max_frame=max_frame)
+    async def _serve(self, practice, host, port, mode, max_frame, process_here):
+        listener = Listener(Inbox(practice.id), mode=mode, max_frame=max_frame,
+                            process_here=process_here)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, listener.stopping.set)
