@@ -57,3 +57,15 @@ class CsvSource:
                 yield reader.line_num, raw
         except csv.Error as e:
             raise SourceError(f"{self.source}: line {reader.line_num}: {e}") from e
+
+
+def source_files(source: str | Path, suffixes: tuple[str, ...]) -> tuple[Path, list[Path]]:
+    """(folder the references are relative to, files in the order they are read): a file on
+    its own, or every file with one of `suffixes` directly in a folder, sorted by name."""
+    path = Path(source)
+    if path.is_dir():
+        return path, sorted(p for p in path.iterdir()
+                            if p.is_file() and p.suffix.lower() in suffixes)
+    if path.is_file():
+        return path.parent, [path]
+    raise SourceError(f"{source}: no such file or folder")

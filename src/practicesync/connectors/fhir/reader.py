@@ -13,7 +13,7 @@ from pathlib import Path
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from practicesync.connectors.csvfile.source import SourceError
+from practicesync.connectors.csvfile.source import source_files
 
 READ_TYPES = ("Patient", "DiagnosticReport", "Observation")
 SUFFIXES = (".json",)
@@ -49,16 +49,6 @@ class Item:
     resource: object | None = None
     full_url: str = ""
     error: FhirError | None = None
-
-
-def fhir_files(source: str | Path) -> tuple[Path, list[Path]]:
-    path = Path(source)
-    if path.is_dir():
-        return path, sorted(p for p in path.iterdir()
-                            if p.is_file() and p.suffix.lower() in SUFFIXES)
-    if path.is_file():
-        return path.parent, [path]
-    raise SourceError(f"{source}: no such file or folder")
 
 
 def fhir_path(resource_type: str, loc: tuple) -> str:
@@ -120,7 +110,7 @@ def _bundle_items(data: dict, name: str, number: int) -> Iterator[Item]:
 
 def _file_documents(source: str | Path) -> Iterator[tuple[str, object]]:
     """(name, parsed JSON) of each file, or (name, Item) saying why a file is not JSON."""
-    base, files = fhir_files(source)
+    base, files = source_files(source, SUFFIXES)
     for path in files:
         name = path.relative_to(base).as_posix()
         try:

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from practicesync.connectors.csvfile.source import SourceError
+from practicesync.connectors.csvfile.source import source_files
 
 from .parse import Message, MessageError, parse_payload
 
@@ -21,23 +21,11 @@ class SourceItem:
     error: MessageError | None = None
 
 
-def hl7_files(source: str | Path) -> tuple[Path, list[Path]]:
-    """(folder the references are relative to, files in the order they are read): a file on
-    its own, or every *.hl7, *.txt and *.msg file directly in a folder, sorted by name."""
-    path = Path(source)
-    if path.is_dir():
-        return path, sorted(p for p in path.iterdir()
-                            if p.is_file() and p.suffix.lower() in SUFFIXES)
-    if path.is_file():
-        return path.parent, [path]
-    raise SourceError(f"{source}: no such file or folder")
-
-
 def read_hl7_source(source: str | Path) -> Iterator[SourceItem]:
     """Every message of the file or folder in order. A bad message or an unreadable file is
     reported (by file, message and segment) and the rest is read. Raises SourceError only
     when the source itself does not exist."""
-    base, files = hl7_files(source)
+    base, files = source_files(source, SUFFIXES)
     number = 0
     for path in files:
         name = path.relative_to(base).as_posix()
