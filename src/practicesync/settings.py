@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "practicesync.audit",
     "practicesync.results",
     "practicesync.outreach",
+    "practicesync.appointments",
     "practicesync.dashboard",
     "practicesync.runtime",
     "practicesync.connectors.hl7v2",

@@ -1,10 +1,86 @@
-"""Outreach actions: keyword-only, in the caller's transaction, audited."""
+"""Outreach actions: keyword-only, one transaction, audited. The state machine decides."""
 
+import datetime as dt
+
+from django.db import transaction
 from django.utils import timezone
 
+from practicesync.appointments.models import Appointment
+from practicesync.audit import events
 from practicesync.audit.models import AuditEvent
 
-from .models import Sequence
+from .dispatch import STALE_BOOKING
+from .models import Sequence, Step
+from .sequences import Event, booking_event, transition
+
+
+class NotAllowed(ValueError):
+    """The event does not apply to the sequence in its current state."""
+
+
+def first_due(template_id: int, now: dt.datetime, position: int = 1) -> dt.datetime | None:
+    step = Step.objects.filter(template_id=template_id, position=position).first()
+    return now + step.delay if step else now
+
+
+def started_fields(template_id: int, now: dt.datetime, actor: str) -> dict:
+    """A sequence that becomes active from its first step."""
+    return {"next_position": 1, "due_at": first_due(template_id, now), "started_at": now,
+            "started_by": actor}
+
+
+def _apply(sequence: Sequence, event: Event, *, actor: str, now, why: str = "") -> Sequence:
+    new_state, reason = transition(sequence.state, event)
+    if new_state is None:
+        raise NotAllowed(f"cannot {event} a sequence that is {sequence.state}")
+    fields = {"state": new_state, "state_reason": why or reason, "updated_at": now}
+    if event in (Event.START, Event.RESTART) and (event == Event.RESTART or not sequence.started_at):
+        fields |= started_fields(sequence.template_id, now, actor)
+    elif new_state == Sequence.State.ACTIVE:
+        # Resumed: the step that was due goes when it was due, or now if that has passed.
+        fields["due_at"] = max(sequence.due_at or now, now)
+    Sequence.objects.filter(id=sequence.id, state=sequence.state).update(**fields)
+    for k, v in fields.items():
+        setattr(sequence, k, v)
+    events.record(practice=sequence.practice, actor=actor, action=f"sequence.{new_state}",
+                  why=fields["state_reason"], patient=sequence.group.patient, at=now,
+                  detail={"sequence_id": sequence.id, "group_id": sequence.group_id,
+                          "event": str(event), "state": new_state})
+    return sequence
+
+
+@transaction.atomic
+def change_sequence(*, actor: str, sequence: Sequence, event: Event, now=None) -> Sequence:
+    """Staff press Start, Pause, Cancel or Restart."""
+    sequence = Sequence.objects.select_for_update().select_related("group__patient", "practice") \
+        .get(id=sequence.id)
+    return _apply(sequence, event, actor=actor, now=now or timezone.now())
+
+
+def refresh_bookings(*, practice, patient_ids, actor: str, now=None, sync_run=None) -> int:
+    """Pause on Booking: re-read these patients' appointments as a whole and pause, resume
+    or complete their running sequences. In the caller's transaction; returns changes."""
+    now = now or timezone.now()
+    running = list(Sequence.objects.filter(
+        practice=practice, group__patient_id__in=patient_ids, template__pause_on_booking=True,
+        state__in=(Sequence.State.ACTIVE, Sequence.State.PAUSED_BOOKING))
+        .select_related("group__patient", "practice"))
+    if not running:
+        return 0
+    appointments = {}
+    for patient_id, starts_at, status in Appointment.objects.filter(
+            practice=practice, patient_id__in={s.group.patient_id for s in running}) \
+            .values_list("patient_id", "starts_at", "status"):
+        appointments.setdefault(patient_id, []).append((starts_at, status))
+    changed = 0
+    for sequence in running:
+        event = booking_event(appointments.get(sequence.group.patient_id, []),
+                              since=sequence.started_at or sequence.created_at, now=now,
+                              stale_after=STALE_BOOKING)
+        if transition(sequence.state, event)[0] is not None:
+            _apply(sequence, event, actor=actor, now=now)
+            changed += 1
+    return changed
 
 
 def stop_sequences_of(*, practice, patient_ids, why: str, actor: str, sync_run=None) -> int:
@@ -17,7 +93,7 @@ def stop_sequences_of(*, practice, patient_ids, why: str, actor: str, sync_run=N
         return 0
     now = timezone.now()
     Sequence.objects.filter(id__in=[s for s, _, _ in live]).update(
-        state=Sequence.State.CANCELLED, state_reason=why, updated_at=now)
+        state=Sequence.State.CANCELLED, state_reason=why, due_at=None, updated_at=now)
     AuditEvent.objects.bulk_create([
         AuditEvent(practice=practice, at=now, actor=actor, action="sequence.cancelled", why=why,
                    patient_id=patient_id, sync_run=sync_run,

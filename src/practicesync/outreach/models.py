@@ -1,12 +1,49 @@
 from django.db import models
 
+from practicesync.patients.models import Patient
 from practicesync.practices.models import Practice
 from practicesync.results.models import ResultGroup, ResultsTemplate
 
 
+class Channel(models.TextChoices):
+    SMS = "sms", "SMS"
+    PUSH = "push", "Push notification"
+    EMAIL = "email", "Email"
+    # Staff tasks: nothing is sent, someone at the practice does it.
+    CALL = "call", "Staff call"
+    LETTER = "letter", "Letter (Remind by post)"
+
+
+MESSAGE_CHANNELS = (Channel.SMS, Channel.PUSH, Channel.EMAIL)
+TASK_CHANNELS = (Channel.CALL, Channel.LETTER)
+
+
+class Step(models.Model):
+    """One step of a Results template: what goes out, how long after the previous step."""
+
+    class Condition(models.TextChoices):
+        ALWAYS = "", "Always"
+        NOT_BOOKED = "not_booked", "Only if not yet booked"
+
+    template = models.ForeignKey(ResultsTemplate, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveSmallIntegerField()  # 1, 2, 3 ...
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    # After the previous step was taken (the first step: after Start).
+    delay = models.DurationField()
+    subject = models.CharField(max_length=200, blank=True)
+    body = models.TextField()
+    condition = models.CharField(max_length=20, choices=Condition.choices, blank=True)
+
+    class Meta:
+        ordering = ["template", "position"]
+        constraints = [models.UniqueConstraint(fields=["template", "position"],
+                                               name="one_step_per_position")]
+
+
 class Sequence(models.Model):
-    """A results follow-up for one group (DESIGN.md section 4). The steps and sending come
-    with the outreach engine; results sync creates, cancels and completes sequences."""
+    """A results follow-up for one group (DESIGN.md section 4): where it is in its template's
+    steps and when the next one is due. The worker takes due sequences; the state machine in
+    sequences.py decides every change."""
 
     class State(models.TextChoices):
         TO_ACTION_PAUSED = "to_action_paused", "To action – Paused"
@@ -24,5 +61,168 @@ class Sequence(models.Model):
     template = models.ForeignKey(ResultsTemplate, on_delete=models.PROTECT)
     state = models.CharField(max_length=20, choices=State.choices)
     state_reason = models.CharField(max_length=200, blank=True)
+    next_position = models.PositiveSmallIntegerField(default=1)
+    # When the next step is due; null unless active. Paused time does not count.
+    due_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    started_by = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["state", "due_at"], name="sequence_due")]
+
+
+class Message(models.Model):
+    """One message to one patient, recorded before any provider is called. The idempotency
+    key (one per sequence step, per ad-hoc send, per bulk recipient) is unique, so however
+    often a crashed worker retries, the message exists once."""
+
+    class Kind(models.TextChoices):
+        RESULTS = "results"
+        ADHOC = "adhoc", "Message"
+        VIDEO = "video", "Video invite"
+        BULK = "bulk"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        SENDING = "sending"  # claimed by a worker; the provider may or may not have it yet
+        SENT = "sent"
+        DELIVERED = "delivered"
+        READ = "read"
+        FAILED = "failed"
+        # A send interrupted where the provider cannot say whether it went: staff check.
+        UNKNOWN = "unknown"
+
+    practice = models.ForeignKey(Practice, on_delete=models.PROTECT, related_name="messages")
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="messages")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    group = models.ForeignKey(ResultGroup, null=True, blank=True, on_delete=models.PROTECT,
+                              related_name="messages")
+    sequence = models.ForeignKey(Sequence, null=True, blank=True, on_delete=models.PROTECT,
+                                 related_name="messages")
+    step = models.PositiveSmallIntegerField(null=True, blank=True)
+    bulk = models.ForeignKey("BulkMessage", null=True, blank=True, on_delete=models.PROTECT,
+                             related_name="messages")
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    to = models.CharField(max_length=2000)  # a number, an address, or a push endpoint
+    subject = models.CharField(max_length=200, blank=True)
+    body = models.TextField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    idempotency_key = models.CharField(max_length=100, unique=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # queued: not before this; sending: the worker's claim runs out at this time.
+    not_before = models.DateTimeField()
+    provider = models.CharField(max_length=20, blank=True)
+    provider_ref = models.CharField(max_length=200, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    created_by = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["status", "not_before"], name="message_due"),
+                   models.Index(fields=["provider", "provider_ref"], name="message_provider_ref")]
+
+
+class StaffTask(models.Model):
+    """Work put in front of staff instead of a message: a call, a letter, a send to check."""
+
+    class Kind(models.TextChoices):
+        CALL = "call", "Call the patient"
+        LETTER = "letter", "Remind by post"
+        CHECK_SEND = "check_send", "Check whether a message went out"
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        DONE = "done"
+
+    practice = models.ForeignKey(Practice, on_delete=models.PROTECT, related_name="staff_tasks")
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="staff_tasks")
+    group = models.ForeignKey(ResultGroup, null=True, blank=True, on_delete=models.PROTECT,
+                              related_name="staff_tasks")
+    sequence = models.ForeignKey(Sequence, null=True, blank=True, on_delete=models.PROTECT,
+                                 related_name="staff_tasks")
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.PROTECT,
+                                related_name="staff_tasks")
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    reason = models.CharField(max_length=300)
+    status = models.CharField(max_length=6, choices=Status.choices, default=Status.OPEN)
+    idempotency_key = models.CharField(max_length=100, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    done_by = models.CharField(max_length=200, blank=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+
+
+class OptOut(models.Model):
+    """STOP or unsubscribe from one address on one channel. Kept by address because a
+    STOP comes from a number, which may be shared by a family."""
+
+    practice = models.ForeignKey(Practice, on_delete=models.CASCADE, related_name="opt_outs")
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    address = models.CharField(max_length=2000)
+    source = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["practice", "channel", "address"],
+                                               name="one_opt_out_per_address")]
+
+
+class PushSubscription(models.Model):
+    """A Web Push subscription of a digital patient's browser or app."""
+
+    practice = models.ForeignKey(Practice, on_delete=models.CASCADE,
+                                 related_name="push_subscriptions")
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE,
+                                related_name="push_subscriptions")
+    endpoint = models.URLField(max_length=2000)
+    p256dh = models.CharField(max_length=200)
+    auth = models.CharField(max_length=100)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["practice", "endpoint"],
+                                               name="one_subscription_per_endpoint")]
+
+
+class OutboxEntry(models.Model):
+    """The local outbox provider: exactly what would have been sent, one row per provider
+    call (never deduplicated here, so a double send would show as two rows)."""
+
+    practice = models.ForeignKey(Practice, on_delete=models.CASCADE, related_name="outbox")
+    idempotency_key = models.CharField(max_length=100, db_index=True)
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    to = models.CharField(max_length=2000)
+    subject = models.CharField(max_length=200, blank=True)
+    body = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+
+class BulkMessage(models.Model):
+    """One message to every patient a filter selects, confirmed by staff after a preview."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        CONFIRMED = "confirmed"
+        CANCELLED = "cancelled"
+
+    practice = models.ForeignKey(Practice, on_delete=models.PROTECT, related_name="bulk_messages")
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    subject = models.CharField(max_length=200, blank=True)
+    body = models.TextField()
+    recipient_filter = models.JSONField(default=dict)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    created_by = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    confirmed_by = models.CharField(max_length=200, blank=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)

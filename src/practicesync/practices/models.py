@@ -36,6 +36,19 @@ class Practice(models.Model):
     # A list dropping more than this share of the practice's listed patients is refused.
     max_drop_share = models.DecimalField(max_digits=4, decimal_places=3, default=0.05)
 
+    # Outreach policy (DESIGN.md section 4). Sends wait for the window, which can never
+    # reach into 20:00-08:00; days are ISO weekdays, "12345" = Monday to Friday.
+    send_days = models.CharField(max_length=7, default="12345")
+    send_from = models.TimeField(default=dt.time(9, 0))
+    send_until = models.TimeField(default=dt.time(18, 0))
+    sends_per_hour = models.PositiveIntegerField(default=2000)
+    # No SMS/push below this age; up to teen_until only generic wording (often a parent's mobile).
+    min_age_sms = models.PositiveSmallIntegerField(default=12)
+    teen_until = models.PositiveSmallIntegerField(default=17)
+    stop_all = models.BooleanField(default=False)  # the global stop-all switch
+    booking_url = models.URLField(max_length=500, blank=True)
+    video_base_url = models.URLField(max_length=500, default="https://video.example.org/room/")
+
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -14,6 +14,7 @@ from practicesync.connectors.fhir import read_result_feed as read_fhir_result_fe
 from practicesync.connectors.fhir import server as fhir_server
 from practicesync.connectors.hl7v2.feeds import read_result_feed
 from practicesync.connectors.profiles import PRIORITY, get_profile
+from practicesync.outreach.actions import started_fields
 from practicesync.outreach.models import Sequence
 from practicesync.outreach.sequences import sequence_change
 from practicesync.patients.models import Patient, ReviewItem
@@ -264,8 +265,10 @@ def _apply_sequence(practice, group, disposition, *, done, templates, actor, rep
     if new_state is None:
         return
     if sequence is None:
+        started = (started_fields(template.id, timezone.now(), actor)
+                   if new_state == Sequence.State.ACTIVE else {})
         sequence = Sequence.objects.create(practice=practice, group=group, template=template,
-                                           state=new_state, state_reason=why)
+                                           state=new_state, state_reason=why, **started)
         report.counts["sequences_started" if new_state == Sequence.State.ACTIVE
                       else "sequences_paused"] += 1
         action = "sequence.created"

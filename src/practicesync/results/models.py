@@ -12,6 +12,8 @@ class ResultsTemplate(models.Model):
     name = models.CharField(max_length=100)
     # Off by default: groups wait as "To action – Paused" until staff press Start.
     auto_start = models.BooleanField(default=False)
+    # Pause on Booking: a booking pauses the sequence, a cancellation or did-not-attend resumes it.
+    pause_on_booking = models.BooleanField(default=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["practice", "action_key"],

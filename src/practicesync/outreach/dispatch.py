@@ -1,0 +1,411 @@
+"""The worker's pass over due outreach work, with the database as the work queue.
+
+1. Due sequences take their next step: a message row (status queued, idempotency key
+   `results:<sequence>:<step>`), a staff task, or a recorded skip; the sequence moves on in
+   the same transaction, claimed with a conditional UPDATE so two workers never take one step.
+2. Queued messages are claimed (status sending, a lease) and only then handed to the
+   provider; the outcome is written after. A worker killed in between leaves `sending` rows
+   whose lease runs out: the provider is asked which keys it has (sent), the rest go out
+   again; a provider that cannot say puts a "check whether it went" task in front of staff.
+Deciding is done by sequences.py, recipients.py and window.py; this module applies.
+"""
+
+import datetime as dt
+import logging
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from django.db import connection, transaction
+from django.db.models import Count, F
+from django.utils import timezone
+
+from practicesync.appointments.models import Appointment
+from practicesync.audit.models import AuditEvent
+from practicesync.patients.models import Patient
+from practicesync.practices.models import Practice
+
+from .channels import Outcome, provider_for
+from .models import Message, OptOut, PushSubscription, Sequence, StaffTask, Step
+from .recipients import Plan, Policy, Recipient, plan_step
+from .sequences import Event, transition
+from .window import next_send_time
+from .wording import DEFAULT_SUBJECT, GENERIC_SMS, render
+
+log = logging.getLogger(__name__)
+
+WORKER = "system:worker"
+BATCH = 1000
+# A claimed send not finished within this time is taken to have been interrupted.
+LEASE = dt.timedelta(minutes=5)
+MAX_ATTEMPTS = 5
+# A booking that has passed without being marked attended stops pausing after this.
+STALE_BOOKING = dt.timedelta(days=1)
+
+
+def backoff(attempts: int) -> dt.timedelta:
+    """1, 4, 16, 64 minutes... after the 1st, 2nd, 3rd, 4th failed attempt."""
+    return dt.timedelta(minutes=4 ** max(attempts - 1, 0))
+
+
+@dataclass
+class TickReport:
+    counts: Counter = field(default_factory=Counter)
+
+    def as_json(self) -> dict:
+        keys = ("steps_taken", "messages_queued", "tasks_created", "skipped",
+                "sequences_completed", "sequences_opted_out", "sequences_failed", "sent",
+                "retried", "failed", "fallbacks", "recovered_sent", "recovered_requeued",
+                "recovered_unknown", "held_by_window", "held_by_rate_limit")
+        return {k: self.counts[k] for k in keys}
+
+
+def tick(*, now: dt.datetime | None = None, practice: Practice | None = None) -> TickReport:
+    """One pass: take due steps, recover interrupted sends, deliver what is due."""
+    now = now or timezone.now()
+    report = TickReport()
+    practices = Practice.objects.filter(stop_all=False)
+    if practice is not None:
+        practices = practices.filter(id=practice.id)
+    for p in practices:
+        if next_send_time(now, **window_of(p)) > now:
+            report.counts["held_by_window"] += Sequence.objects.filter(
+                practice=p, state=Sequence.State.ACTIVE, due_at__lte=now).count()
+            continue
+        take_due_steps(p, now=now, report=report)
+    recover_interrupted_sends(now=now, report=report, practices=practices)
+    deliver_queued(now=now, report=report, practices=practices)
+    return report
+
+
+def window_of(practice: Practice) -> dict:
+    return {"tz": practice.tz, "days": practice.send_days, "start": practice.send_from,
+            "end": practice.send_until}
+
+
+def _skip_locked(qs):
+    # PostgreSQL: several workers share the queue, each skipping rows another holds.
+    # SQLite serialises writers; the conditional UPDATE below is the claim there.
+    return qs.select_for_update(skip_locked=True) if connection.vendor == "postgresql" else qs
+
+
+# --- 1. due steps -------------------------------------------------------------------------
+
+class PracticeFacts:
+    """What every recipient decision of one practice needs, read once per pass."""
+
+    def __init__(self, practice: Practice, now: dt.datetime):
+        self.practice = practice
+        self.policy = Policy(min_age_sms=practice.min_age_sms, teen_until=practice.teen_until)
+        self.today = now.astimezone(practice.tz).date()
+        self.now = now
+        self.opted_out = set(OptOut.objects.filter(practice=practice)
+                             .values_list("channel", "address"))
+        self.shared_mobiles = set(
+            Patient.objects.filter(practice=practice, status=Patient.Status.ACTIVE,
+                                   mobile_phone__isnull=False)
+            .values("mobile_phone").annotate(n=Count("id")).filter(n__gt=1)
+            .values_list("mobile_phone", flat=True))
+
+    def recipients(self, patient_ids) -> dict[int, tuple[dict, Recipient]]:
+        patients = {p["id"]: p for p in Patient.objects.filter(id__in=patient_ids).values(
+            "id", "given_name", "date_of_birth", "status", "mobile_phone", "email")}
+        push = dict(PushSubscription.objects.filter(patient_id__in=patient_ids, active=True)
+                    .order_by("patient_id", "-created_at").values_list("patient_id", "endpoint"))
+        booked = set(Appointment.objects.filter(
+            patient_id__in=patient_ids, status=Appointment.Status.BOOKED,
+            starts_at__gte=self.now - STALE_BOOKING).values_list("patient_id", flat=True))
+        out = {}
+        for pid, p in patients.items():
+            addresses = {"sms": p["mobile_phone"], "email": p["email"], "push": push.get(pid)}
+            out[pid] = (p, Recipient(
+                status=p["status"], age=_age(p["date_of_birth"], self.today),
+                mobile=p["mobile_phone"], email=p["email"], push=push.get(pid),
+                opted_out=frozenset(c for c, a in addresses.items()
+                                    if a and (c, a) in self.opted_out),
+                shared_mobile=p["mobile_phone"] in self.shared_mobiles,
+                booked=pid in booked))
+        return out
+
+    def text(self, step: Step | None, plan: Plan, patient: dict) -> str:
+        # An email step's text may say more than an SMS or push may: falling back to those,
+        # only the generic wording goes.
+        short = ("sms", "push")
+        generic = plan.generic or step is None or (plan.channel in short and step.channel not in short)
+        body = GENERIC_SMS if generic else step.body
+        return self._render(body, patient)
+
+    def subject(self, step: Step | None, patient: dict) -> str:
+        return self._render(step.subject if step and step.subject else DEFAULT_SUBJECT, patient)
+
+    def _render(self, text: str, patient: dict) -> str:
+        return render(text, first_name=patient["given_name"], practice_name=self.practice.name,
+                      booking_link=self.practice.booking_url)
+
+
+def _age(born: dt.date, today: dt.date) -> int:
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
+
+def steps_of(template_ids) -> dict[int, dict[int, Step]]:
+    steps = defaultdict(dict)
+    for step in Step.objects.filter(template_id__in=template_ids):
+        steps[step.template_id][step.position] = step
+    return steps
+
+
+class StepTakenElsewhere(Exception):
+    pass
+
+
+def take_due_steps(practice: Practice, *, now: dt.datetime, report: TickReport) -> None:
+    facts = PracticeFacts(practice, now)
+    while True:
+        try:
+            with transaction.atomic():
+                due = list(_skip_locked(Sequence.objects.filter(
+                    practice=practice, state=Sequence.State.ACTIVE, due_at__lte=now)
+                    .order_by("due_at", "id"))
+                    .values("id", "group_id", "group__patient_id", "template_id", "next_position")
+                    [:BATCH])
+                if not due:
+                    return
+                batch = TickReport()
+                _take_steps(facts, due, now=now, report=batch)
+        except StepTakenElsewhere:
+            continue  # another worker moved some of these first; what is left is retaken
+        report.counts.update(batch.counts)
+
+
+def _take_steps(facts: PracticeFacts, due: list[dict], *, now, report) -> None:
+    practice = facts.practice
+    steps = steps_of({s["template_id"] for s in due})
+    recipients = facts.recipients({s["group__patient_id"] for s in due})
+    messages, tasks, events = [], [], []
+    # (state, next_position, due_at, reason) -> [(sequence id, position it was at)]
+    moves = defaultdict(list)
+    for seq in due:
+        pos, template_steps = seq["next_position"], steps[seq["template_id"]]
+        patient, recipient = recipients[seq["group__patient_id"]]
+        step = template_steps.get(pos)
+        state, reason = Sequence.State.ACTIVE, ""
+        audit = {"sequence_id": seq["id"], "group_id": seq["group_id"], "step": pos}
+        if step is None:
+            state, reason = transition(state, Event.STEPS_DONE)
+        else:
+            plan = plan_step(channel=step.channel, condition=step.condition,
+                             recipient=recipient, policy=facts.policy)
+            key = f"results:{seq['id']}:{pos}"
+            if plan.action == "send":
+                messages.append(Message(
+                    practice=practice, patient_id=patient["id"], kind=Message.Kind.RESULTS,
+                    group_id=seq["group_id"], sequence_id=seq["id"], step=pos,
+                    channel=plan.channel, to=plan.to,
+                    subject=facts.subject(step, patient) if plan.channel == "email" else "",
+                    body=facts.text(step, plan, patient), idempotency_key=key,
+                    not_before=now, created_by=WORKER))
+                events.append(("message.queued", plan.reason or f"step {pos}", patient["id"],
+                               audit | {"channel": plan.channel, "generic": plan.generic,
+                                        "key": key}))
+                report.counts["messages_queued"] += 1
+            elif plan.action == "task":
+                tasks.append(StaffTask(
+                    practice=practice, patient_id=patient["id"], group_id=seq["group_id"],
+                    sequence_id=seq["id"], kind=plan.channel, reason=plan.reason[:300],
+                    idempotency_key=key))
+                events.append(("task.created", plan.reason, patient["id"],
+                               audit | {"kind": plan.channel, "key": key}))
+                report.counts["tasks_created"] += 1
+                if plan.reason != "template step":
+                    # No channel left: one call task, and the sequence says why it ended.
+                    state, reason = transition(state, Event.OPTED_OUT if plan.opted_out
+                                               else Event.UNREACHABLE)
+            else:
+                events.append(("message.skipped", plan.reason, patient["id"], audit))
+                report.counts["skipped"] += 1
+            report.counts["steps_taken"] += 1
+            if state == Sequence.State.ACTIVE and pos + 1 not in template_steps:
+                state, reason = transition(state, Event.STEPS_DONE)
+        if state == Sequence.State.ACTIVE:
+            due_at = now + template_steps[pos + 1].delay
+            moves[(state, pos + 1, due_at, "")].append((seq["id"], pos))
+        else:
+            moves[(state, pos + 1, None, reason)].append((seq["id"], pos))
+            events.append((f"sequence.{state}", reason, patient["id"],
+                           {"sequence_id": seq["id"], "group_id": seq["group_id"]}))
+            report.counts[f"sequences_{state}"] += 1
+    for (state, next_position, due_at, reason), claimed in moves.items():
+        by_position = defaultdict(list)
+        for sequence_id, pos in claimed:
+            by_position[pos].append(sequence_id)
+        for pos, ids in by_position.items():
+            moved = Sequence.objects.filter(id__in=ids, state=Sequence.State.ACTIVE,
+                                            next_position=pos).update(
+                state=state, next_position=next_position, due_at=due_at,
+                state_reason=reason or F("state_reason"), updated_at=now)
+            if moved != len(ids):
+                raise StepTakenElsewhere  # undo this whole batch: none of it happened
+
+    Message.objects.bulk_create(messages)
+    StaffTask.objects.bulk_create(tasks)
+    AuditEvent.objects.bulk_create([
+        AuditEvent(practice=practice, at=now, actor=WORKER, action=action, why=why[:200],
+                   patient_id=patient_id, detail=detail)
+        for action, why, patient_id, detail in events])
+
+
+# --- 2. interrupted sends ------------------------------------------------------------------
+
+def recover_interrupted_sends(*, now, report, practices) -> None:
+    stuck = list(Message.objects.filter(status=Message.Status.SENDING, not_before__lt=now,
+                                        practice__in=practices))
+    by_channel = defaultdict(list)
+    for message in stuck:
+        by_channel[message.channel].append(message)
+    for channel, messages in by_channel.items():
+        provider = provider_for(channel)
+        known = provider.lookup([m.idempotency_key for m in messages]) if provider.can_lookup else {}
+        with transaction.atomic():
+            for m in messages:
+                if m.idempotency_key in known:
+                    outcome = "recovered_sent"
+                    _set(m, now, status=Message.Status.SENT, sent_at=now, provider=provider.name,
+                         provider_ref=known[m.idempotency_key])
+                    why = "interrupted send: the provider has it"
+                elif provider.can_lookup:
+                    outcome = "recovered_requeued"
+                    _set(m, now, status=Message.Status.QUEUED, not_before=now)
+                    why = "interrupted send: the provider never got it; sending again"
+                else:
+                    outcome = "recovered_unknown"
+                    _set(m, now, status=Message.Status.UNKNOWN,
+                         error="interrupted send; the provider cannot say whether it went")
+                    StaffTask.objects.get_or_create(
+                        idempotency_key=f"check:{m.idempotency_key}", defaults=dict(
+                            practice_id=m.practice_id, patient_id=m.patient_id,
+                            group_id=m.group_id, sequence_id=m.sequence_id, message=m,
+                            kind=StaffTask.Kind.CHECK_SEND,
+                            reason=f"check whether this {channel} went out before resending"))
+                    why = "interrupted send: not resent (a resend could duplicate); staff check"
+                _audit_message(m, now, f"message.{outcome}", why)
+                report.counts[outcome] += 1
+
+
+def _set(message: Message, now, **fields) -> None:
+    """Change a claimed message only while it is still in the state this worker saw."""
+    Message.objects.filter(id=message.id, status=message.status).update(**fields)
+    for k, v in fields.items():
+        setattr(message, k, v)
+
+
+def _audit_message(m: Message, now, action: str, why: str, **detail) -> None:
+    AuditEvent.objects.create(
+        practice_id=m.practice_id, at=now, actor=WORKER, action=action, why=why[:200],
+        patient_id=m.patient_id,
+        detail={"message_id": m.id, "channel": m.channel, "kind": m.kind,
+                "key": m.idempotency_key, **detail})
+
+
+# --- 3. delivery ---------------------------------------------------------------------------
+
+def deliver_queued(*, now, report, practices) -> None:
+    for practice in practices:
+        budget = practice.sends_per_hour - Message.objects.filter(
+            practice=practice, sent_at__gt=now - dt.timedelta(hours=1)).count()
+        while budget > 0:
+            claimed = _claim(practice, now, min(budget, BATCH))
+            if not claimed:
+                break
+            budget -= len(claimed)
+            _deliver(claimed, now=now, report=report)
+        if budget <= 0:
+            report.counts["held_by_rate_limit"] += Message.objects.filter(
+                practice=practice, status=Message.Status.QUEUED, not_before__lte=now).count()
+
+
+def _claim(practice, now, limit) -> list[Message]:
+    with transaction.atomic():
+        ids = list(_skip_locked(Message.objects.filter(
+            practice=practice, status=Message.Status.QUEUED, not_before__lte=now)
+            .order_by("not_before", "id")).values_list("id", flat=True)[:limit])
+        if not ids:
+            return []
+        Message.objects.filter(id__in=ids, status=Message.Status.QUEUED).update(
+            status=Message.Status.SENDING, not_before=now + LEASE, attempts=F("attempts") + 1)
+    return list(Message.objects.filter(id__in=ids, status=Message.Status.SENDING,
+                                       not_before=now + LEASE))
+
+
+def _deliver(messages: list[Message], *, now, report) -> None:
+    by_channel = defaultdict(list)
+    for m in messages:
+        by_channel[m.channel].append(m)
+    for channel, batch in by_channel.items():
+        provider = provider_for(channel)
+        outcomes = {o.message_id: o for o in provider.send_many(batch)}
+        with transaction.atomic():
+            _apply_outcomes(batch, outcomes, provider=provider.name, now=now, report=report)
+
+
+def _apply_outcomes(batch, outcomes: dict[int, Outcome], *, provider, now, report) -> None:
+    sent = [m for m in batch if outcomes[m.id].ref]
+    for m in sent:
+        Message.objects.filter(id=m.id, status=Message.Status.SENDING).update(
+            status=Message.Status.SENT, sent_at=now, provider=provider,
+            provider_ref=outcomes[m.id].ref)
+    AuditEvent.objects.bulk_create([
+        AuditEvent(practice_id=m.practice_id, at=now, actor=WORKER, action="message.sent",
+                   why=f"{m.kind} via {provider}", patient_id=m.patient_id,
+                   detail={"message_id": m.id, "channel": m.channel, "key": m.idempotency_key})
+        for m in sent])
+    report.counts["sent"] += len(sent)
+    for m in batch:
+        outcome = outcomes[m.id]
+        if outcome.transient and m.attempts < MAX_ATTEMPTS:
+            _set(m, now, status=Message.Status.QUEUED, not_before=now + backoff(m.attempts),
+                 error=outcome.transient[:500])
+            _audit_message(m, now, "message.retry", outcome.transient, attempts=m.attempts)
+            report.counts["retried"] += 1
+        elif outcome.transient or outcome.permanent:
+            reason = outcome.permanent or f"gave up after {m.attempts} attempts: {outcome.transient}"
+            _set(m, now, status=Message.Status.FAILED, error=reason[:500])
+            _audit_message(m, now, "message.failed", reason)
+            report.counts["failed"] += 1
+            if m.kind == Message.Kind.RESULTS:
+                fall_back(m, now=now, report=report)
+
+
+def fall_back(failed: Message, *, now, report) -> None:
+    """A results step whose message failed for good goes out on the next channel, or
+    becomes a staff call task: a follow-up never ends silently."""
+    tried = set(Message.objects.filter(sequence_id=failed.sequence_id, step=failed.step,
+                                       status=Message.Status.FAILED)
+                .values_list("channel", flat=True))
+    practice = failed.practice
+    facts = PracticeFacts(practice, now)
+    patient, recipient = facts.recipients([failed.patient_id])[failed.patient_id]
+    step = Step.objects.filter(template__sequence__id=failed.sequence_id,
+                               position=failed.step).first()
+    plan = plan_step(channel=failed.channel, condition="", recipient=recipient,
+                     policy=facts.policy, exclude=frozenset(tried))
+    key = f"{failed.idempotency_key}:after:{failed.channel}"
+    report.counts["fallbacks"] += 1
+    if plan.action == "send":
+        m, created = Message.objects.get_or_create(idempotency_key=key, defaults=dict(
+            practice=practice, patient_id=failed.patient_id, kind=failed.kind,
+            group_id=failed.group_id, sequence_id=failed.sequence_id, step=failed.step,
+            channel=plan.channel, to=plan.to,
+            subject=facts.subject(step, patient) if plan.channel == "email" else "",
+            body=facts.text(step, plan, patient),
+            not_before=now, created_by=WORKER))
+        if created:
+            _audit_message(m, now, "message.queued", f"{failed.channel} failed; {plan.reason}")
+    elif plan.action == "task":
+        task, created = StaffTask.objects.get_or_create(idempotency_key=key, defaults=dict(
+            practice=practice, patient_id=failed.patient_id, group_id=failed.group_id,
+            sequence_id=failed.sequence_id, message=failed, kind=StaffTask.Kind.CALL,
+            reason=f"{failed.channel} failed; {plan.reason}"[:300]))
+        if created:
+            AuditEvent.objects.create(
+                practice=practice, at=now, actor=WORKER, action="task.created",
+                why=task.reason[:200], patient_id=failed.patient_id,
+                detail={"task_id": task.id, "message_id": failed.id, "kind": task.kind})
