@@ -12,6 +12,7 @@ from practicesync.audit.models import AuditEvent
 from .dispatch import STALE_BOOKING
 from .models import Sequence, Step
 from .sequences import Event, booking_event, transition
+from .wording import text_problems
 
 
 class NotAllowed(ValueError):
@@ -100,3 +101,31 @@ def stop_sequences_of(*, practice, patient_ids, why: str, actor: str, sync_run=N
                    detail={"sequence_id": sequence_id, "group_id": group_id})
         for sequence_id, group_id, patient_id in live])
     return len(live)
+
+
+class TextRejected(ValueError):
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@transaction.atomic
+def save_step(*, actor: str, template, position: int, channel: str, delay: dt.timedelta,
+              body: str, subject: str = "", condition: str = "") -> Step:
+    """Add or replace one step of a Results template, after the text check (no result
+    details in SMS/push, known placeholders only)."""
+    if problems := text_problems(channel, body, subject):
+        raise TextRejected(problems)
+    if position < 1 or position > template.steps.count() + 1:
+        raise ValueError(f"position {position}: steps are numbered 1 to {template.steps.count() + 1}")
+    step, created = Step.objects.update_or_create(
+        template=template, position=position,
+        defaults={"channel": channel, "delay": delay, "body": body, "subject": subject,
+                  "condition": condition})
+    events.record(practice=template.practice, actor=actor,
+                  action="template.step_added" if created else "template.step_changed",
+                  why=f"{template.name} step {position}",
+                  detail={"template_id": template.id, "position": position, "channel": channel,
+                          "delay_seconds": delay.total_seconds(), "condition": condition,
+                          "body": body, "subject": subject})
+    return step

@@ -2,7 +2,7 @@
 
 import re
 import string
-from dataclasses import dataclass
+from typing import NamedTuple
 
 PLACEHOLDERS = ("first_name", "practice_name", "booking_link")
 
@@ -38,8 +38,7 @@ _GSM_BASIC = set("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\
 _GSM_EXTENDED = set("^{}\\[~]|€\f")
 
 
-@dataclass(frozen=True)
-class SmsLength:
+class SmsLength(NamedTuple):
     encoding: str  # GSM-7 or UCS-2
     characters: int  # septets for GSM-7, UTF-16 code units for UCS-2
     segments: int

@@ -8,11 +8,13 @@ from django_tasks import DEFAULT_TASK_BACKEND_ALIAS, DEFAULT_TASK_QUEUE_NAME
 from django_tasks_db.management.commands.db_worker import Worker
 
 from practicesync.connectors.hl7v2.inbox import process_all_inboxes
+from practicesync.outreach.tasks import enqueue_tick
 from practicesync.patients.tasks import enqueue_due_syncs
 
 
 class Command(BaseCommand):
-    help = "Run background work: queue each practice's nightly sync when due, and run tasks."
+    help = ("Run background work: queue each practice's nightly sync when due, apply accepted HL7 "
+            "messages, send due outreach, and run tasks.")
 
     def add_arguments(self, parser):
         parser.add_argument("--interval", type=float, default=5.0,
@@ -36,6 +38,7 @@ class Command(BaseCommand):
             if queued:
                 self.stdout.write(f"queued nightly sync for practice ids {queued}")
             process_all_inboxes()  # HL7 messages the MLLP listener accepted
+            enqueue_tick()  # due outreach steps and queued messages
             # Drain what is queued, then come back to the schedule; a SIGTERM lets the
             # task in hand finish (its sync commits or rolls back whole).
             Worker(queue_names=[DEFAULT_TASK_QUEUE_NAME], interval=0, batch=True,

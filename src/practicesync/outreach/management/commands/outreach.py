@@ -1,0 +1,137 @@
+import datetime as dt
+
+from django.core.management.base import BaseCommand
+
+from practicesync.cli import cli_actor, practice_arg, print_json, usage_error
+from practicesync.outreach.actions import NotAllowed, TextRejected, change_sequence, save_step
+from practicesync.outreach.dispatch import tick
+from practicesync.outreach.models import Channel, Sequence, Step
+from practicesync.outreach.sequences import Event
+from practicesync.outreach.wording import sms_length
+from practicesync.results.models import ResultsTemplate
+
+STAFF_EVENTS = {"start": Event.START, "pause": Event.PAUSE, "cancel": Event.CANCEL,
+                "restart": Event.RESTART}
+
+
+def _when(text: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise usage_error(f"--now {text!r}: use ISO 8601, e.g. 2026-11-23T10:00:00+00:00") from None
+    if value.tzinfo is None:
+        raise usage_error(f"--now {text!r}: give the UTC offset, e.g. +00:00")
+    return value
+
+
+class Command(BaseCommand):
+    help = "Results follow-up sequences: Start, Pause, Cancel, Restart; run due work; edit steps."
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="action", required=True)
+        for name, what in (("start", "start a paused sequence (To action – Paused)"),
+                           ("pause", "pause a running sequence"),
+                           ("cancel", "cancel a sequence: nothing more goes out"),
+                           ("restart", "restart a finished sequence from its first step")):
+            p = sub.add_parser(name, help=what)
+            p.add_argument("--practice", required=True)
+            p.add_argument("--group", required=True, type=int, help="the result group's id")
+            p.add_argument("--json", action="store_true")
+
+        t = sub.add_parser("tick", help="one pass of due work (steps, retries, sends)")
+        t.add_argument("--now", type=_when, help="as if it were this time (ISO 8601 with offset)")
+        t.add_argument("--practice", help="only this practice")
+        t.add_argument("--json", action="store_true")
+
+        steps = sub.add_parser("steps", help="show a Results template's steps")
+        steps.add_argument("--practice", required=True)
+        steps.add_argument("--action-key", required=True)
+        steps.add_argument("--json", action="store_true")
+
+        step = sub.add_parser("step", help="add or replace a template step (text is checked)")
+        step.add_argument("--practice", required=True)
+        step.add_argument("--action-key", required=True)
+        step.add_argument("--position", required=True, type=int)
+        step.add_argument("--channel", required=True, choices=Channel.values)
+        step.add_argument("--delay-days", required=True, type=float,
+                          help="days after the previous step (the first: after Start)")
+        step.add_argument("--body", required=True)
+        step.add_argument("--subject", default="")
+        step.add_argument("--condition", default="", choices=["", "not_booked"])
+        step.add_argument("--json", action="store_true")
+
+    def handle(self, *args, action, **opts):
+        if action in STAFF_EVENTS:
+            return self.change(event=STAFF_EVENTS[action], **opts)
+        getattr(self, action)(**opts)
+
+    def change(self, *, practice, group, json, event, **_):
+        sequence = Sequence.objects.filter(practice=practice_arg(practice), group_id=group).first()
+        if sequence is None:
+            raise usage_error(f"group {group} at {practice} has no sequence")
+        try:
+            sequence = change_sequence(actor=cli_actor(), sequence=sequence, event=event)
+        except NotAllowed as e:
+            raise usage_error(str(e)) from e
+        data = {"group_id": group, "sequence_id": sequence.id, "state": sequence.state,
+                "reason": sequence.state_reason, "next_step": sequence.next_position,
+                "due_at": sequence.due_at}
+        if json:
+            print_json(self, data)
+        else:
+            self.stdout.write(f"group {group}: {sequence.state} ({sequence.state_reason})")
+
+    def tick(self, *, now, practice, json, **_):
+        report = tick(now=now, practice=practice_arg(practice) if practice else None)
+        data = report.as_json()
+        if json:
+            print_json(self, data)
+        else:
+            self.stdout.write(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in data.items() if v)
+                              or "nothing due")
+
+    def _template(self, practice, action_key) -> ResultsTemplate:
+        found = ResultsTemplate.objects.filter(practice=practice_arg(practice),
+                                               action_key=action_key).first()
+        if found is None:
+            raise usage_error(f"no Results template for {action_key!r} at {practice}")
+        return found
+
+    def steps(self, *, practice, action_key, json, **_):
+        template = self._template(practice, action_key)
+        rows = [_step_json(s) for s in template.steps.all()]
+        if json:
+            print_json(self, {"template": template.name, "auto_start": template.auto_start,
+                              "pause_on_booking": template.pause_on_booking, "steps": rows})
+            return
+        self.stdout.write(f"{template.name} (auto-start {'on' if template.auto_start else 'off'}, "
+                          f"pause on booking {'on' if template.pause_on_booking else 'off'})")
+        for r in rows:
+            size = f" [{r['sms']['segments']} SMS, {r['sms']['characters']} chars]" if r["sms"] else ""
+            when = f"+{r['delay_days']:g}d"
+            only = " only if not booked" if r["condition"] else ""
+            self.stdout.write(f"{r['position']}. {when} {r['channel']}{only}{size}: {r['body']}")
+
+    def step(self, *, practice, action_key, position, channel, delay_days, body, subject,
+             condition, json, **_):
+        template = self._template(practice, action_key)
+        try:
+            step = save_step(actor=cli_actor(), template=template, position=position,
+                             channel=channel, delay=dt.timedelta(days=delay_days), body=body,
+                             subject=subject, condition=condition)
+        except (TextRejected, ValueError) as e:
+            raise usage_error(f"step {position} not saved: {e}") from e
+        data = _step_json(step)
+        if json:
+            print_json(self, data)
+        else:
+            self.stdout.write(f"step {position} saved")
+
+
+def _step_json(step: Step) -> dict:
+    length = sms_length(step.body) if step.channel == Channel.SMS else None
+    return {"position": step.position, "channel": step.channel,
+            "delay_days": step.delay.total_seconds() / 86400, "condition": step.condition,
+            "subject": step.subject, "body": step.body,
+            "sms": length and {"encoding": length.encoding, "characters": length.characters,
+                               "segments": length.segments}}

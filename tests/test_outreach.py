@@ -1,0 +1,417 @@
+"""The outreach engine end to end: an automatic results group reaches the patient through the
+outbox with the template's steps and delays, pauses on a booking, resumes on a cancellation,
+completes when notified; every send and skip is on the record."""
+
+import datetime as dt
+
+import pytest
+from django.test import override_settings
+
+from practicesync.appointments.models import Appointment
+from practicesync.audit.models import AuditEvent
+from practicesync.connectors.csvfile.results import RESULT_COLUMNS
+from practicesync.outreach import dispatch
+from practicesync.outreach.actions import change_sequence, refresh_bookings
+from practicesync.outreach.channels import PermanentError, Provider, TransientError
+from practicesync.outreach.models import Message, OptOut, OutboxEntry, Sequence, StaffTask
+from practicesync.outreach.sequences import Event
+from practicesync.results.actions import set_template_auto_start
+from tests.cli import run, run_json
+from tests.factories import make_patient, write_list
+
+SYDNEY = dt.timezone(dt.timedelta(hours=11))  # AEDT, the harbour practice's time in November
+MONDAY_10AM = dt.datetime(2026, 11, 23, 10, 0, tzinfo=SYDNEY)
+DAY = dt.timedelta(days=1)
+
+
+def result_row(result_id="R1", pms_id="P1", **fields):
+    row = dict.fromkeys(RESULT_COLUMNS, "")
+    row.update(result_id=result_id, pms_id=pms_id, test_name="FBC", performed_on="2026-11-20",
+               reported_on="2026-11-21", actioned_on="2026-11-22",
+               action="Non-Urgent Appointment", filed_under="Investigation Report")
+    return row | fields
+
+
+def import_results(practice, tmp_path, *rows):
+    code, data = run_json("results", "sync", "--practice", practice.slug, "--source",
+                          write_list(tmp_path / f"r{len(rows)}.csv", rows, RESULT_COLUMNS))
+    assert code == 0, data
+    return data
+
+
+@pytest.fixture
+def harbour(au_practice):
+    au_practice.booking_url = "https://book.example.org/harbour"
+    au_practice.save()
+    set_template_auto_start(actor="test", template=au_practice.results_templates.get(),
+                            auto_start=True)
+    return au_practice
+
+
+@pytest.fixture
+def ann(harbour):
+    return make_patient(harbour, pms_id="P1", given_name="Ann", mobile_phone="+61412345678",
+                        email="ann@example.org")
+
+
+def started(harbour, ann, tmp_path, at=MONDAY_10AM) -> Sequence:
+    import_results(harbour, tmp_path, result_row())
+    sequence = Sequence.objects.get(group__patient=ann)
+    assert sequence.state == "active"
+    # The import ran "now"; the story below runs on a fixed calendar.
+    Sequence.objects.filter(id=sequence.id).update(started_at=at, due_at=at)
+    sequence.refresh_from_db()
+    return sequence
+
+
+def tick(at):
+    return dispatch.tick(now=at).as_json()
+
+
+def sent():
+    return list(OutboxEntry.objects.values_list("channel", "to", "idempotency_key"))
+
+
+def test_an_automatic_group_gets_every_step_at_its_time(harbour, ann, tmp_path):
+    sequence = started(harbour, ann, tmp_path)
+    report = tick(MONDAY_10AM)
+    assert report["messages_queued"] == 1 and report["sent"] == 1
+    assert sent() == [("sms", "+61412345678", f"results:{sequence.id}:1")]
+    first = OutboxEntry.objects.get()
+    assert first.body.startswith("Hello Ann, this is ") and "book.example.org/harbour" in first.body
+    assert "FBC" not in first.body  # never the test in an SMS
+
+    assert tick(MONDAY_10AM + 2 * DAY)["sent"] == 0  # step 2 is three days on
+    assert tick(MONDAY_10AM + 3 * DAY)["sent"] == 1
+    assert tick(MONDAY_10AM + 7 * DAY)["sent"] == 1
+    email = OutboxEntry.objects.last()
+    assert (email.channel, email.to) == ("email", "ann@example.org")
+    assert email.subject.startswith("Please book an appointment with")
+    report = tick(MONDAY_10AM + 10 * DAY)
+    assert report["tasks_created"] == 1 and report["sequences_completed"] == 1
+    task = StaffTask.objects.get()
+    assert (task.kind, task.patient, task.status) == ("call", ann, "open")
+    sequence.refresh_from_db()
+    assert sequence.state == "completed" and sequence.due_at is None
+    assert list(Message.objects.values_list("step", "status")) == [
+        (1, "sent"), (2, "sent"), (3, "sent")]
+    actions = list(AuditEvent.objects.filter(patient=ann, actor="system:worker")
+                   .order_by("id").values_list("action", flat=True))
+    assert actions.count("message.queued") == 3 and actions.count("message.sent") == 3
+    assert "task.created" in actions and actions[-1] == "sequence.completed"
+
+
+def test_ticking_twice_at_the_same_time_sends_once(harbour, ann, tmp_path):
+    started(harbour, ann, tmp_path)
+    tick(MONDAY_10AM)
+    tick(MONDAY_10AM)
+    assert len(sent()) == 1
+
+
+def test_a_booking_pauses_a_cancellation_resumes_attending_completes(harbour, ann, tmp_path):
+    sequence = started(harbour, ann, tmp_path)
+    tick(MONDAY_10AM)
+    booking = Appointment.objects.create(practice=harbour, appointment_id="A1", pms_id="P1",
+                                         patient=ann, starts_at=MONDAY_10AM + 5 * DAY,
+                                         status="booked", source="csv")
+    assert refresh_bookings(practice=harbour, patient_ids=[ann.id], actor="test",
+                            now=MONDAY_10AM + DAY) == 1
+    sequence.refresh_from_db()
+    assert sequence.state == "paused_booking"
+    assert tick(MONDAY_10AM + 4 * DAY)["sent"] == 0  # step 2 was due: the booking holds it
+
+    booking.status = "cancelled"
+    booking.save()
+    refresh_bookings(practice=harbour, patient_ids=[ann.id], actor="test",
+                     now=MONDAY_10AM + 4 * DAY)
+    sequence.refresh_from_db()
+    assert sequence.state == "active"
+    assert tick(MONDAY_10AM + 4 * DAY)["sent"] == 1  # the step that was due goes now
+
+    Appointment.objects.create(practice=harbour, appointment_id="A2", pms_id="P1", patient=ann,
+                               starts_at=MONDAY_10AM + 5 * DAY, status="attended", source="csv")
+    refresh_bookings(practice=harbour, patient_ids=[ann.id], actor="test",
+                     now=MONDAY_10AM + 5 * DAY)
+    sequence.refresh_from_db()
+    assert sequence.state == "completed" and "attended" in sequence.state_reason
+    assert tick(MONDAY_10AM + 20 * DAY)["sent"] == 0
+
+
+def test_without_pause_on_booking_a_booking_changes_nothing(harbour, ann, tmp_path):
+    harbour.results_templates.update(pause_on_booking=False)
+    sequence = started(harbour, ann, tmp_path)
+    Appointment.objects.create(practice=harbour, appointment_id="A1", pms_id="P1", patient=ann,
+                               starts_at=MONDAY_10AM + 5 * DAY, status="booked", source="csv")
+    assert refresh_bookings(practice=harbour, patient_ids=[ann.id], actor="test",
+                            now=MONDAY_10AM) == 0
+    sequence.refresh_from_db()
+    assert sequence.state == "active"
+
+
+def test_the_not_yet_booked_steps_are_skipped_for_a_booked_patient(harbour, ann, tmp_path):
+    harbour.results_templates.update(pause_on_booking=False)
+    started(harbour, ann, tmp_path)
+    tick(MONDAY_10AM)
+    Appointment.objects.create(practice=harbour, appointment_id="A1", pms_id="P1", patient=ann,
+                               starts_at=MONDAY_10AM + 5 * DAY, status="booked", source="csv")
+    report = tick(MONDAY_10AM + 3 * DAY)
+    assert report["skipped"] == 1 and report["sent"] == 0
+    skip = AuditEvent.objects.get(action="message.skipped")
+    assert skip.why == "patient has already booked" and skip.patient == ann
+
+
+def test_notified_in_the_pms_completes_and_nothing_more_goes(harbour, ann, tmp_path):
+    sequence = started(harbour, ann, tmp_path)
+    tick(MONDAY_10AM)
+    import_results(harbour, tmp_path, result_row(notified="notified"))
+    sequence.refresh_from_db()
+    assert sequence.state == "completed"
+    assert tick(MONDAY_10AM + 30 * DAY)["sent"] == 0
+    assert len(sent()) == 1
+
+
+def test_nothing_goes_out_in_quiet_hours_or_at_weekends(harbour, ann, tmp_path):
+    evening = MONDAY_10AM.replace(hour=21)
+    started(harbour, ann, tmp_path, at=evening)
+    report = tick(evening)
+    assert report["sent"] == 0 and report["held_by_window"] == 1
+    saturday = dt.datetime(2026, 11, 28, 11, 0, tzinfo=SYDNEY)
+    assert tick(saturday)["sent"] == 0
+    assert tick(MONDAY_10AM + DAY)["sent"] == 1  # Tuesday 10:00
+
+
+def test_stop_on_sms_moves_a_results_follow_up_to_email(harbour, ann, tmp_path):
+    started(harbour, ann, tmp_path)
+    OptOut.objects.create(practice=harbour, channel="sms", address=ann.mobile_phone,
+                          source="twilio STOP")
+    tick(MONDAY_10AM)
+    assert [c for c, _, _ in sent()] == ["email"]
+    queued = AuditEvent.objects.get(action="message.queued")
+    assert "sms: opted out of sms" in queued.why
+
+
+def test_every_channel_refused_ends_in_a_call_task_never_silence(harbour, ann, tmp_path):
+    sequence = started(harbour, ann, tmp_path)
+    for channel, address in (("sms", ann.mobile_phone), ("email", ann.email)):
+        OptOut.objects.create(practice=harbour, channel=channel, address=address, source="test")
+    report = tick(MONDAY_10AM)
+    assert report["sent"] == 0 and report["tasks_created"] == 1
+    sequence.refresh_from_db()
+    assert sequence.state == "opted_out"
+    assert StaffTask.objects.get().kind == "call"
+
+
+def test_no_contact_details_is_a_failed_sequence_with_a_call_task(harbour, tmp_path):
+    nobody = make_patient(harbour, pms_id="P1", given_name="Ann")
+    sequence = started(harbour, nobody, tmp_path)
+    tick(MONDAY_10AM)
+    sequence.refresh_from_db()
+    assert sequence.state == "failed" and StaffTask.objects.get().patient == nobody
+
+
+def test_a_shared_family_mobile_gets_the_generic_message(harbour, ann, tmp_path):
+    make_patient(harbour, pms_id="P2", given_name="Bob", mobile_phone=ann.mobile_phone)
+    started(harbour, ann, tmp_path)
+    tick(MONDAY_10AM)
+    body = OutboxEntry.objects.get().body
+    assert "Ann" not in body and "has a message for you" in body
+
+
+def test_a_deceased_patient_is_never_messaged(harbour, ann, tmp_path):
+    sequence = started(harbour, ann, tmp_path)
+    # Belt and braces: even if a sequence were left running, the step is skipped.
+    ann.status = "deceased"
+    ann.save()
+    report = tick(MONDAY_10AM)
+    assert report["sent"] == 0 and report["skipped"] == 1
+    assert AuditEvent.objects.get(action="message.skipped").why == "patient is deceased"
+    sequence.refresh_from_db()
+    assert sequence.next_position == 2
+
+
+def test_stop_all_holds_everything(harbour, ann, tmp_path):
+    started(harbour, ann, tmp_path)
+    harbour.stop_all = True
+    harbour.save()
+    assert tick(MONDAY_10AM)["sent"] == 0 and Message.objects.count() == 0
+
+
+def test_the_rate_limit_holds_the_rest_for_later(harbour, tmp_path):
+    harbour.sends_per_hour = 2
+    harbour.save()
+    for n in range(5):
+        make_patient(harbour, pms_id=f"P{n}", given_name=f"N{n}", email=f"n{n}@example.org")
+    import_results(harbour, tmp_path, *[result_row(f"R{n}", f"P{n}") for n in range(5)])
+    Sequence.objects.update(due_at=MONDAY_10AM)
+    report = tick(MONDAY_10AM)
+    assert report["sent"] == 2 and report["held_by_rate_limit"] == 3
+    assert tick(MONDAY_10AM + dt.timedelta(minutes=61))["sent"] == 2
+
+
+class Flaky(Provider):
+    """Fails the first `failures` calls the way a provider reports a timeout or 5xx."""
+    name = "flaky"
+    calls = 0
+    failures = 1
+    error = TransientError
+
+    def send(self, message):
+        type(self).calls += 1
+        if type(self).calls <= type(self).failures:
+            raise type(self).error("provider said 503")
+        return f"flaky:{message.id}"
+
+
+@pytest.fixture
+def flaky():
+    Flaky.calls = 0
+    with override_settings(PRACTICESYNC_PROVIDERS={"sms": "tests.test_outreach.Flaky"}):
+        yield Flaky
+
+
+def test_a_transient_error_is_retried_with_backoff(harbour, ann, tmp_path, flaky):
+    started(harbour, ann, tmp_path)
+    report = tick(MONDAY_10AM)
+    assert report["retried"] == 1 and report["sent"] == 0
+    message = Message.objects.get()
+    assert message.status == "queued" and message.not_before == MONDAY_10AM + dt.timedelta(minutes=1)
+    assert tick(MONDAY_10AM + dt.timedelta(seconds=30))["sent"] == 0
+    assert tick(MONDAY_10AM + dt.timedelta(minutes=1))["sent"] == 1
+    message.refresh_from_db()
+    assert (message.status, message.attempts, message.provider_ref) == (
+        "sent", 2, f"flaky:{message.id}")
+
+
+def test_giving_up_on_sms_falls_back_to_email(harbour, ann, tmp_path, flaky):
+    flaky.failures, flaky.error = 99, PermanentError
+    started(harbour, ann, tmp_path)
+    report = tick(MONDAY_10AM)
+    assert report["failed"] == 1 and report["fallbacks"] == 1 and report["sent"] == 1
+    failed, email = Message.objects.order_by("id")
+    assert (failed.channel, failed.status, failed.error) == ("sms", "failed", "provider said 503")
+    assert (email.channel, email.status, email.step) == ("email", "sent", 1)
+    assert OutboxEntry.objects.get().channel == "email"
+
+
+def test_retries_run_out_into_the_fallback(harbour, ann, tmp_path, flaky):
+    flaky.failures = 99
+    started(harbour, ann, tmp_path)
+    at = MONDAY_10AM
+    for _ in range(dispatch.MAX_ATTEMPTS):
+        tick(at)
+        at += dt.timedelta(hours=3)
+    assert Message.objects.filter(channel="sms").get().status == "failed"
+    assert Message.objects.filter(channel="email").get().status == "sent"
+
+
+def test_the_last_channel_failing_becomes_a_call_task(harbour, tmp_path, flaky):
+    flaky.failures, flaky.error = 99, PermanentError
+    only_sms = make_patient(harbour, pms_id="P1", mobile_phone="+61412345678")
+    started(harbour, only_sms, tmp_path)
+    tick(MONDAY_10AM)
+    task = StaffTask.objects.get()
+    assert task.kind == "call" and "sms failed" in task.reason
+
+
+def test_an_interrupted_send_the_provider_has_is_not_sent_again(harbour, ann, tmp_path,
+                                                              monkeypatch):
+    started(harbour, ann, tmp_path)
+
+    def killed(*args, **kwargs):
+        raise SystemExit("kill -9 after the provider took it")
+
+    monkeypatch.setattr(dispatch, "_apply_outcomes", killed)
+    with pytest.raises(SystemExit):
+        tick(MONDAY_10AM)
+    monkeypatch.undo()
+    assert Message.objects.get().status == "sending" and len(sent()) == 1
+    assert tick(MONDAY_10AM + dt.timedelta(minutes=2))["recovered_sent"] == 0  # lease still on
+    report = tick(MONDAY_10AM + dispatch.LEASE + dt.timedelta(seconds=1))
+    assert report["recovered_sent"] == 1 and report["sent"] == 0
+    assert len(sent()) == 1 and Message.objects.get().status == "sent"
+
+
+def test_an_interrupted_send_the_provider_never_got_goes_once(harbour, ann, tmp_path,
+                                                            monkeypatch):
+    started(harbour, ann, tmp_path)
+    monkeypatch.setattr(dispatch, "_deliver", lambda *a, **k: None)  # killed before the call
+    tick(MONDAY_10AM)
+    monkeypatch.undo()
+    report = tick(MONDAY_10AM + dispatch.LEASE + dt.timedelta(seconds=1))
+    assert report["recovered_requeued"] == 1 and report["sent"] == 1
+    assert len(sent()) == 1
+
+
+class Blind(Flaky):
+    """A provider that cannot look up what it has (as Twilio)."""
+    failures = 0
+
+
+def test_an_interrupted_send_nobody_can_check_goes_to_staff_not_out_again(harbour, ann, tmp_path,
+                                                                        monkeypatch):
+    started(harbour, ann, tmp_path)
+    monkeypatch.setattr(dispatch, "_deliver", lambda *a, **k: None)
+    with override_settings(PRACTICESYNC_PROVIDERS={"sms": "tests.test_outreach.Blind"}):
+        tick(MONDAY_10AM)
+        monkeypatch.undo()
+        report = tick(MONDAY_10AM + dispatch.LEASE + dt.timedelta(seconds=1))
+    assert report["recovered_unknown"] == 1 and report["sent"] == 0
+    assert Message.objects.get().status == "unknown"
+    assert StaffTask.objects.get().kind == "check_send"
+
+
+def test_staff_start_pause_cancel_restart(au_practice, tmp_path):
+    patient = make_patient(au_practice, pms_id="P1", mobile_phone="+61412345678")
+    import_results(au_practice, tmp_path, result_row())
+    sequence = Sequence.objects.get(group__patient=patient)
+    assert sequence.state == "to_action_paused" and sequence.due_at is None
+    group = str(sequence.group_id)
+    code, data = run_json("outreach", "start", "--practice", "harbour", "--group", group)
+    assert code == 0 and data["state"] == "active" and data["next_step"] == 1
+    assert data["due_at"] is not None
+    code, data = run_json("outreach", "pause", "--practice", "harbour", "--group", group)
+    assert data["state"] == "to_action_paused"
+    code, data = run_json("outreach", "cancel", "--practice", "harbour", "--group", group)
+    assert data["state"] == "cancelled"
+    code, out = run("outreach", "pause", "--practice", "harbour", "--group", group)
+    assert code == 2 and "cannot pause a sequence that is cancelled" in out
+    code, data = run_json("outreach", "restart", "--practice", "harbour", "--group", group)
+    assert data["state"] == "active"
+    assert [e.detail["event"] for e in AuditEvent.objects.filter(
+        action__startswith="sequence.", detail__has_key="event").order_by("id")] == [
+        "start", "pause", "cancel", "restart"]
+
+
+def test_a_resumed_sequence_keeps_its_place(harbour, ann, tmp_path):
+    sequence = started(harbour, ann, tmp_path)
+    tick(MONDAY_10AM)
+    sequence.refresh_from_db()
+    change_sequence(actor="test", sequence=sequence, event=Event.PAUSE, now=MONDAY_10AM + DAY)
+    change_sequence(actor="test", sequence=sequence, event=Event.START, now=MONDAY_10AM + 5 * DAY)
+    sequence.refresh_from_db()
+    assert sequence.next_position == 2 and sequence.due_at == MONDAY_10AM + 5 * DAY
+
+
+def test_tick_from_the_cli(harbour, ann, tmp_path):
+    started(harbour, ann, tmp_path)
+    code, data = run_json("outreach", "tick", "--now", MONDAY_10AM.isoformat())
+    assert code == 0 and data["sent"] == 1 and data["messages_queued"] == 1
+    code, out = run("outreach", "tick", "--now", "yesterday")
+    assert code == 2 and "ISO 8601" in out
+
+
+def test_steps_are_shown_with_sms_size_and_checked_on_save(au_practice):
+    code, data = run_json("outreach", "steps", "--practice", "harbour", "--action-key",
+                          "non_urgent_appointment")
+    assert [s["channel"] for s in data["steps"]] == ["sms", "sms", "email", "call"]
+    assert [s["delay_days"] for s in data["steps"]] == [0, 3, 4, 3]
+    assert data["steps"][0]["sms"]["segments"] == 1
+    code, out = run("outreach", "step", "--practice", "harbour", "--action-key",
+                    "non_urgent_appointment", "--position", "2", "--channel", "sms",
+                    "--delay-days", "2", "--body", "Your cholesterol is 7.1 mmol/L")
+    assert code == 2 and "cholesterol" in out and "7.1 mmol" in out
+    code, data = run_json("outreach", "step", "--practice", "harbour", "--action-key",
+                          "non_urgent_appointment", "--position", "5", "--channel", "letter",
+                          "--delay-days", "7", "--body", "Remind by post")
+    assert code == 0 and data["position"] == 5
+    assert AuditEvent.objects.filter(action="template.step_added").count() == 1
