@@ -214,7 +214,7 @@ def test_an_adt_creates_the_patient_through_the_sync_rules(home, listener):
     (b"this is not HL7 at all", "100", ""),
     (b"PID|1||P1", "100", ""),
     (rb"MSH|^~\&|LAB|QML|PS|PS|20260101||ORU^R01||P|2.4" + b"\rPID|1", "101", "MSH^1^10"),
-    (rb"MSH|^~\&|LAB|QML|PS|PS|20260101||SIU^S12|SIU-1|P|2.4", "200", "MSH^1^9"),
+    (rb"MSH|^~\&|LAB|QML|PS|PS|20260101||MDM^T02|MDM-1|P|2.4", "200", "MSH^1^9"),
     (rb"MSH|^~\&|LAB|QML|PS|PS|20260101||ADT^A01|ADT-A01|P|2.4", "201", "MSH^1^9"),
 ])
 def test_garbage_and_unsupported_messages_get_ar_with_an_err(listener, payload, code, where):
@@ -229,8 +229,8 @@ def test_garbage_and_unsupported_messages_get_ar_with_an_err(listener, payload, 
     assert ack["MSA"][1] == "AR"
     err = ack["ERR"]
     assert err[3].split("^")[0] == code and err[2] == where and err[4] == "E" and err[8]
-    if b"SIU-1" in payload:
-        assert ack["MSA"][2] == "SIU-1"
+    if b"MDM-1" in payload:
+        assert ack["MSA"][2] == "MDM-1"
 
 
 @pytest.mark.slow

@@ -24,6 +24,13 @@ Our assumptions (not found in public sources):
 - RECORDSTATUS 0 for a deleted row, and CLINICALIMAGE 1 for a clinical image;
 - UPDATED is set on every insert and change.
 Datetimes are stored as text in SQL Server's rendering, `YYYY-MM-DD HH:MM:SS.fff`.
+
+Appointments: the raw APPOINTMENTS table (RECORDID, INTERNALID, USERID, APPOINTMENTDATE,
+APPOINTMENTTIME in seconds after midnight, APPOINTMENTLENGTH in seconds, APPOINTMENTCODE,
+APPOINTMENTTYPE, RECORDSTATUS) and the status words of APPOINTMENTCODES.DESCRIPTION (Booked,
+Waiting, With doctor, At billing, Invoiced, Paid, Completed) are from the same public sources;
+our assumptions are the code numbers, an extra "Did not attend" code (no primary source has a
+DNA status), and a cancellation setting RECORDSTATUS 0 and adding a CANCELLEDAPPOINTMENTS row.
 """
 
 import datetime as dt
@@ -38,6 +45,12 @@ from practicesync.patients.rows import CANONICAL_COLUMNS
 from .patients import FAMILY, GIVEN, synthetic_medicare_number, synthetic_mobile
 
 INVESTIGATIONS, CORRESPONDENCEIN = "INVESTIGATIONS", "CORRESPONDENCEIN"
+APPOINTMENTS = "APPOINTMENTS"
+# APPOINTMENTCODES: code -> DESCRIPTION (char(20)). The numbers are ours.
+BOOKED, WAITING, WITH_DOCTOR, AT_BILLING, INVOICED, PAID, COMPLETED, DID_NOT_ATTEND = range(1, 9)
+APPOINTMENT_CODES = {BOOKED: "Booked", WAITING: "Waiting", WITH_DOCTOR: "With doctor",
+                     AT_BILLING: "At billing", INVOICED: "Invoiced", PAID: "Paid",
+                     COMPLETED: "Completed", DID_NOT_ATTEND: "Did not attend"}
 NO_ACTION, RECEPTION_TO_ADVISE, NURSE_TO_ADVISE, DOCTOR_TO_ADVISE = 1, 2, 3, 4
 SEND_ROUTINE_REMINDER, NON_URGENT_APPOINTMENT, URGENT_APPOINTMENT = 5, 6, 7
 ACTION_CODES = range(0, 8)  # 0 = not actioned
@@ -100,12 +113,42 @@ CREATE TABLE IF NOT EXISTS CORRESPONDENCEIN (
     UPDATED DATETIME NOT NULL
 );
 CREATE INDEX IF NOT EXISTS CORRESPONDENCEIN_UPDATED ON CORRESPONDENCEIN (UPDATED, DOCUMENTID);
-"""
+CREATE TABLE IF NOT EXISTS APPOINTMENTCODES (
+    APPOINTMENTCODE INTEGER PRIMARY KEY,
+    DESCRIPTION CHAR(20) NOT NULL
+);
+CREATE TABLE IF NOT EXISTS APPOINTMENTS (
+    RECORDID INTEGER PRIMARY KEY,
+    INTERNALID INTEGER NOT NULL,
+    USERID INTEGER NOT NULL DEFAULT 0,
+    LOCATIONID INTEGER NOT NULL DEFAULT 0,
+    APPOINTMENTDATE DATETIME NOT NULL,
+    APPOINTMENTTIME INTEGER NOT NULL,
+    APPOINTMENTLENGTH INTEGER NOT NULL DEFAULT 900,
+    APPOINTMENTCODE INTEGER NOT NULL DEFAULT 1,
+    APPOINTMENTTYPE INTEGER NOT NULL DEFAULT 0,
+    URGENT INTEGER NOT NULL DEFAULT 0,
+    REASON CHAR(100) NOT NULL DEFAULT '',
+    ARRIVALTIME INTEGER NOT NULL DEFAULT 0,
+    RECORDSTATUS INTEGER NOT NULL DEFAULT 1,
+    CREATED DATETIME NOT NULL,
+    UPDATED DATETIME NOT NULL
+);
+CREATE INDEX IF NOT EXISTS APPOINTMENTS_UPDATED ON APPOINTMENTS (UPDATED, RECORDID);
+CREATE TABLE IF NOT EXISTS CANCELLEDAPPOINTMENTS (
+    APPOINTMENTID INTEGER NOT NULL,
+    CANCELLEDBY INTEGER NOT NULL DEFAULT 0,
+    CANCELLEDDATE DATETIME NOT NULL,
+    REASON CHAR(100) NOT NULL DEFAULT ''
+);
+""" + "".join(f"INSERT OR IGNORE INTO APPOINTMENTCODES VALUES ({code}, '{words.ljust(20)}');\n"
+              for code, words in APPOINTMENT_CODES.items())
 
 # Widths of the char columns this simulator writes: values are padded to them.
 WIDTHS = {"FIRSTNAME": 40, "SURNAME": 40, "MOBILEPHONE": 20, "MEDICARENO": 12,
-          "PROVIDERNAME": 60, "TESTNAME": 80, "CONTACTNAME": 60, "CATEGORY": 40, "SUBJECT": 100}
-ID_COLUMNS = {INVESTIGATIONS: "REPORTID", CORRESPONDENCEIN: "DOCUMENTID"}
+          "PROVIDERNAME": 60, "TESTNAME": 80, "CONTACTNAME": 60, "CATEGORY": 40, "SUBJECT": 100,
+          "REASON": 100}
+ID_COLUMNS = {INVESTIGATIONS: "REPORTID", CORRESPONDENCEIN: "DOCUMENTID", APPOINTMENTS: "RECORDID"}
 
 
 def pad(value: str, width: int) -> str:
@@ -275,6 +318,29 @@ class BestPracticeSimulator(SimulatedDatabase):
     def delete(self, item: Item) -> None:
         """Deleted in BP (a result filed to the wrong patient): the row stays, inactive."""
         self.update(item, RECORDSTATUS=DELETED)
+
+    def add_appointment(self, internal_id: int, starts: dt.datetime, *, code: int = BOOKED,
+                        length: int = 900, reason: str = "") -> Item:
+        """An appointment at `starts` (practice-local), as BP_AddAppointmentEx books it:
+        the day in APPOINTMENTDATE, the time as seconds after midnight."""
+        midnight = dt.datetime.combine(starts.date(), dt.time())
+        return Item(APPOINTMENTS, self._insert(APPOINTMENTS, {
+            "INTERNALID": internal_id, "APPOINTMENTDATE": midnight,
+            "APPOINTMENTTIME": int((starts - midnight).total_seconds()),
+            "APPOINTMENTLENGTH": length, "APPOINTMENTCODE": code, "REASON": reason}))
+
+    def set_appointment_code(self, item: Item, code: int) -> None:
+        """Reception moves the appointment on: Waiting (arrived) ... Completed, or DNA."""
+        self.update(item, APPOINTMENTCODE=code, **(
+            {"ARRIVALTIME": 1} if code not in (BOOKED, DID_NOT_ATTEND) else {}))
+
+    def cancel_appointment(self, item: Item, reason: str = "") -> None:
+        """Cancelled: the row goes inactive and is listed in CANCELLEDAPPOINTMENTS."""
+        self.update(item, RECORDSTATUS=DELETED)
+        with self.connection:
+            self.connection.execute(
+                "INSERT INTO CANCELLEDAPPOINTMENTS (APPOINTMENTID, CANCELLEDDATE, REASON) "
+                "VALUES (?, ?, ?)", (item.id, sql_datetime(self.clock()), pad(reason, 100)))
 
     def patient_list_rows(self) -> list[dict[str, str]]:
         """The patients as canonical practice-list rows (for `patients sync`)."""

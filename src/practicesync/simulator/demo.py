@@ -1,12 +1,19 @@
 """The demo: a Docman 10 surgery of about 5,000 synthetic patients (GB), and a Best Practice
-and a Medical Director practice (AU) of a few hundred patients each with actioned results.
+and a Medical Director practice (AU) of a few hundred patients each with actioned results and
+a few appointments (so some running sequences show as paused on booking).
 Re-running it changes nothing but the staff password."""
 
+import csv
+import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
+from django.utils import timezone
 
+from practicesync.appointments.importer import sync_appointments
+from practicesync.appointments.models import Appointment
+from practicesync.outreach.models import Sequence
 from practicesync.patients.accounts import import_accounts
 from practicesync.patients.sync import sync_patient_list
 from practicesync.practices import actions
@@ -103,8 +110,35 @@ def load_results_practice(spec: ResultsPractice, *, staff_password: str | None) 
     if not Result.objects.filter(practice=practice).exists():
         sync_results(practice=practice, source=str(earlier_path), actor=ACTOR)
     results = sync_results(practice=practice, source=str(results_path), actor=ACTOR)
+    appointments = _load_appointments(practice, folder / f"{spec.slug}-appointments.csv")
     return {"practice": practice.slug, "accounts": accounts.counts, "sync": report.as_json(),
-            "results": results.as_json()}
+            "results": results.as_json(), "appointments": appointments.as_json()}
+
+
+BOOKED_PATIENTS = 3  # running sequences paused by a booking; the rest stay as they are
+
+
+def _load_appointments(practice: Practice, path: Path):
+    """Bookings next week for the first few patients whose sequences are running, written as
+    the canonical appointments CSV and imported as the PMS feed would be. The same patients
+    and times on a re-run (a stored appointment keeps its time), so nothing changes."""
+    running = (Sequence.objects.filter(practice=practice, state__in=(
+        Sequence.State.ACTIVE, Sequence.State.PAUSED_BOOKING)).exclude(group__patient__pms_id=None)
+        .order_by("group_id").values_list("group__patient__pms_id", flat=True))
+    pms_ids = list(dict.fromkeys(running))[:BOOKED_PATIENTS]
+    next_week = (timezone.now().astimezone(practice.tz) + dt.timedelta(days=7)).replace(
+        hour=10, minute=0, second=0, microsecond=0)
+    stored = dict(Appointment.objects.filter(practice=practice, appointment_id__startswith="DEMO-")
+                  .values_list("appointment_id", "starts_at"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["appointment_id", "pms_id", "starts_at", "status"])
+        for n, pms_id in enumerate(pms_ids):
+            appointment_id = f"DEMO-{pms_id}"
+            starts = stored.get(appointment_id) or next_week + dt.timedelta(hours=n)
+            writer.writerow([appointment_id, pms_id, starts.isoformat(), "booked"])
+    return sync_appointments(practice=practice, source=str(path), actor=ACTOR)
 
 
 def load_demo(*, patients: int = 5000, seed: int = 1, staff_password: str) -> list[dict]:

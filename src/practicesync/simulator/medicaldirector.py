@@ -17,7 +17,12 @@ Actioned Items; an FHT integration naming the HCN database and MD_UPDOWN_CONFIG)
   DESIGN.md section 3; Helix, MD's cloud product, has a "Discussed" status);
 - HCN marks a deleted row with STAMP_ACTION_CODE 'D' (seen on MD_UPDOWN_CONFIG).
 
-Our assumptions: the table names PATIENTS and ACTIONED_ITEMS and every column name and width;
+Appointments (MD's appointment book is in Pracsoft, also without a public schema): our table
+APPOINTMENTS with APPOINTMENT_ID, PATIENT_ID, START_TIME (practice-local), STATUS in words
+(Booked, Arrived, With Doctor, Completed, Did Not Attend, Cancelled) and STAMP_ACTION_CODE.
+
+Our assumptions: the table names PATIENTS, ACTIONED_ITEMS and APPOINTMENTS and every column name
+and width;
 one ACTIONED_ITEMS row per item from its arrival in the Holding File (ACTION empty) until it is
 told; LOCATION as the singular of the tab unless set otherwise; char columns padded as in
 BP (SQL Server char); UPDATED set on every change. Datetimes are text as in bestpractice.py,
@@ -33,7 +38,9 @@ from practicesync.patients.rows import CANONICAL_COLUMNS
 from .bestpractice import COMMENTS, TESTS, Item, SimulatedDatabase, SteppingClock
 from .patients import FAMILY, GIVEN, synthetic_medicare_number, synthetic_mobile
 
-ACTIONED_ITEMS = "ACTIONED_ITEMS"
+ACTIONED_ITEMS, APPOINTMENTS = "ACTIONED_ITEMS", "APPOINTMENTS"
+BOOKED, ARRIVED, WITH_DOCTOR, COMPLETED = "Booked", "Arrived", "With Doctor", "Completed"
+DID_NOT_ATTEND, CANCELLED = "Did Not Attend", "Cancelled"
 NO_ACTION, DISCUSS, RETURN_URGENTLY = "No Action", "Discuss", "Return Urgently"
 DISCUSSED, GIVEN_ = "Discussed", "Given"
 RESULTS, DOCUMENTS, LETTERS = "Results", "Documents", "Letters"
@@ -70,10 +77,21 @@ CREATE TABLE IF NOT EXISTS ACTIONED_ITEMS (
     UPDATED DATETIME NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ACTIONED_ITEMS_UPDATED ON ACTIONED_ITEMS (UPDATED, ITEM_ID);
+CREATE TABLE IF NOT EXISTS APPOINTMENTS (
+    APPOINTMENT_ID INTEGER PRIMARY KEY,
+    PATIENT_ID INTEGER NOT NULL,
+    START_TIME DATETIME NOT NULL,
+    DURATION_MINUTES INTEGER NOT NULL DEFAULT 15,
+    STATUS CHAR(20) NOT NULL DEFAULT 'Booked',
+    STAMP_ACTION_CODE CHAR(1) NOT NULL DEFAULT '',
+    CREATED DATETIME NOT NULL,
+    UPDATED DATETIME NOT NULL
+);
+CREATE INDEX IF NOT EXISTS APPOINTMENTS_UPDATED ON APPOINTMENTS (UPDATED, APPOINTMENT_ID);
 """
 WIDTHS = {"FIRST_NAME": 40, "SURNAME": 40, "SEX": 1, "MOBILE": 20, "MEDICARE_NO": 12,
           "TEST_NAME": 80, "TAB": 20, "LOCATION": 20, "ACTION": 40, "NOTIFIED": 12,
-          "STAMP_ACTION_CODE": 1}
+          "STAMP_ACTION_CODE": 1, "STATUS": 20}
 
 
 def auto_tab(test_name: str) -> str:
@@ -86,7 +104,7 @@ class MedicalDirectorSimulator(SimulatedDatabase):
 
     SCHEMA = SCHEMA
     WIDTHS = WIDTHS
-    ID_COLUMNS = {ACTIONED_ITEMS: "ITEM_ID"}
+    ID_COLUMNS = {ACTIONED_ITEMS: "ITEM_ID", APPOINTMENTS: "APPOINTMENT_ID"}
 
     def add_patient(self, *, first_name: str, surname: str, dob: dt.date, sex: str = "F",
                     mobile: str = "", medicare: str = "") -> int:
@@ -123,6 +141,17 @@ class MedicalDirectorSimulator(SimulatedDatabase):
 
     def delete(self, item: Item) -> None:
         self.update(item, STAMP_ACTION_CODE="D")
+
+    def add_appointment(self, patient_id: int, starts: dt.datetime, *, status: str = BOOKED,
+                        minutes: int = 15) -> Item:
+        """An appointment at `starts` (practice-local)."""
+        return Item(APPOINTMENTS, self._insert(APPOINTMENTS, {
+            "PATIENT_ID": patient_id, "START_TIME": starts, "DURATION_MINUTES": minutes,
+            "STATUS": status}))
+
+    def set_appointment_status(self, item: Item, status: str) -> None:
+        """Arrived, With Doctor, Completed, Did Not Attend or Cancelled."""
+        self.update(item, STATUS=status)
 
     def patient_list_rows(self) -> list[dict[str, str]]:
         """The patients as canonical practice-list rows (for `patients sync`)."""

@@ -11,7 +11,16 @@ from dataclasses import dataclass, field
 
 from practicesync.connectors.hl7v2.mapping import Merge
 
-from .mapping import PATIENT_FIELDS, RESULT_FIELDS, Mapped, map_patient, map_report, reference_key
+from .mapping import (
+    APPOINTMENT_FIELDS,
+    PATIENT_FIELDS,
+    RESULT_FIELDS,
+    Mapped,
+    map_appointment,
+    map_patient,
+    map_report,
+    reference_key,
+)
 from .reader import FhirError, Item, read_fhir_source
 
 
@@ -56,9 +65,14 @@ class ResultFeed(_Feed):
     rows: list[tuple[int, dict[str, str]]] = field(default_factory=list)
 
 
-def _items(feed: _Feed, source) -> list[Item]:
+@dataclass
+class AppointmentFeed(_Feed):
+    rows: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+
+
+def _items(feed: _Feed, source, types: tuple[str, ...] | None = None) -> list[Item]:
     items = []
-    for item in read_fhir_source(source):
+    for item in read_fhir_source(source, *((types,) if types else ())):
         feed.refs[item.number] = item.ref
         if item.error is not None:
             feed.reject(item.error)
@@ -133,5 +147,30 @@ def read_result_feed(source, *, country: str) -> ResultFeed:
     return feed
 
 
-__all__ = ["PatientFeed", "ResultFeed", "read_patient_feed", "read_result_feed",
-           "reference_key"]
+def read_appointment_feed(source, *, country: str) -> AppointmentFeed:
+    """Every Appointment of the source as a canonical appointments row, in source order (a
+    later one with the same id updates it). Patients in the source give the PMS id of the
+    appointments' patient participants."""
+    feed = AppointmentFeed(fields=dict(APPOINTMENT_FIELDS))
+    items = _items(feed, source, ("Patient", "Appointment"))
+    patients: dict[str, str] = {}
+    for item in items:
+        if item.resource_type == "Patient":
+            mapped = _mapped(map_patient, item, country=country)
+            if mapped.row is not None:
+                patients.update({k: mapped.row["pms_id"] for k in (
+                    f"Patient/{item.resource.id}" if item.resource.id else "", item.full_url) if k})
+    for item in items:
+        if item.resource_type != "Appointment":
+            continue
+        mapped = _mapped(map_appointment, item, patients=patients)
+        if mapped.error is not None:
+            feed.reject(mapped.error)
+            continue
+        feed.accepted.append(item.ref)
+        feed.rows.append((item.number, mapped.row))
+    return feed
+
+
+__all__ = ["AppointmentFeed", "PatientFeed", "ResultFeed", "read_appointment_feed",
+           "read_patient_feed", "read_result_feed", "reference_key"]

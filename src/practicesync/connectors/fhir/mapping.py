@@ -1,5 +1,5 @@
-"""FHIR R4 Patient and DiagnosticReport (validated models) to the canonical rows the sync
-rules already read. Pure. docs/adr/0009-fhir-import.md says why each choice was made.
+"""FHIR R4 Patient, DiagnosticReport and Appointment (validated models) to the canonical rows
+the sync rules already read. Pure. docs/adr/0009-fhir-import.md says why each choice was made.
 
 Patient identifiers, by `system` (the values are passed on as written; the row check
 validates check digits and placeholders and reports the field):
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import phonenumbers
 
 from practicesync.connectors.hl7v2.mapping import (
+    APPOINTMENT_ID_MAX,
     MAX_LENGTHS,
     PMS_ID_MAX,
     RESULT_ID_MAX,
@@ -56,6 +57,15 @@ RESULT_FIELDS = {"result_id": "DiagnosticReport.identifier", "pms_id": "Diagnost
                  "actioned_on": f"DiagnosticReport.extension({ACTION_EXTENSION})",
                  "action": f"DiagnosticReport.extension({ACTION_EXTENSION})",
                  "comment": f"DiagnosticReport.extension({ACTION_EXTENSION})"}
+APPOINTMENT_FIELDS = {"appointment_id": "Appointment.identifier",
+                      "pms_id": "Appointment.participant.actor", "starts_at": "Appointment.start",
+                      "status": "Appointment.status"}
+# Appointment.status -> appointment status. entered-in-error: there never was an appointment,
+# so it books nothing. waitlist is not an appointment yet: refused.
+APPOINTMENT_STATUSES = {"booked": "booked", "pending": "booked", "proposed": "booked",
+                        "cancelled": "cancelled", "entered-in-error": "cancelled",
+                        "noshow": "dna", "fulfilled": "attended", "arrived": "attended",
+                        "checked-in": "attended"}
 
 
 @dataclass
@@ -241,6 +251,19 @@ def _action(report) -> dict[str, str]:
     return out
 
 
+def _patient_pms_id(reference, patients: dict[str, str]) -> str:
+    """The PMS id of a Reference to a Patient: the Patient of the source it points at (by
+    fullUrl or Patient/id), else the id of the Patient it names (a PMS server's patients have
+    the PMS id as their id when they have no PI/MR), else its logical identifier."""
+    key = reference_key(reference.reference)
+    pms_id = patients.get(reference.reference or "") or patients.get(key)
+    if not pms_id and key.startswith("Patient/"):
+        pms_id = key.split("/", 1)[1]
+    if not pms_id and reference.identifier is not None and reference.identifier.value:
+        pms_id = reference.identifier.value.strip()
+    return pms_id or ""
+
+
 def map_report(item: Item, *, patients: dict[str, str], observations: dict[str, object]) -> Mapped:
     """`patients`: reference key (and Bundle fullUrl) of each Patient in the source -> its PMS
     id; `observations`: the same for Observations (contained ones are looked up in the
@@ -253,12 +276,7 @@ def map_report(item: Item, *, patients: dict[str, str], observations: dict[str, 
     subject = report.subject
     if subject is None:
         return reject("DiagnosticReport.subject", "no subject: whose result is it?", "no_subject")
-    key = reference_key(subject.reference)
-    pms_id = patients.get(subject.reference or "") or patients.get(key)
-    if not pms_id and key.startswith("Patient/"):
-        pms_id = key.split("/", 1)[1]   # the PMS id is the Patient's id when it has no PI/MR
-    if not pms_id and subject.identifier is not None and subject.identifier.value:
-        pms_id = subject.identifier.value.strip()
+    pms_id = _patient_pms_id(subject, patients)
     if not pms_id:
         return reject("DiagnosticReport.subject", f"the subject {subject.reference or subject.display!r} "
                                                   f"is not a Patient in this source", "no_patient")
@@ -310,3 +328,72 @@ def map_report(item: Item, *, patients: dict[str, str], observations: dict[str, 
            "location": "", "notified": ""}
     row.update(_action(report))
     return Mapped(row)
+
+
+# --- Appointment -----------------------------------------------------------------------------
+
+def _patient_actor(appointment, patients: dict[str, str]):
+    """The Reference of the appointment's patient: the first participant whose actor is a
+    Patient of the source, or a reference to a Patient, or typed Patient."""
+    for participant in appointment.participant or []:
+        actor = participant.actor
+        if actor is None:
+            continue
+        if (actor.type == "Patient" or reference_key(actor.reference).startswith("Patient/")
+                or (actor.reference or "") in patients):
+            return actor
+    return None
+
+
+def appointment_id_of(appointment) -> str:
+    """The appointment's first current identifier, namespaced by its system (without the
+    scheme) as results' ids are; else "Appointment/<id>", unique on the server that sent it."""
+    chosen = next((i for i in _current(appointment.identifier) if i.value), None)
+    if chosen is None:
+        return f"Appointment/{appointment.id}" if appointment.id else ""
+    system = (chosen.system or "").split("://", 1)[-1]
+    value = chosen.value.strip()
+    found = f"{system}|{value}" if system else value
+    if len(found) > APPOINTMENT_ID_MAX and system:
+        found = f"{hashlib.sha1(system.encode()).hexdigest()[:12]}|{value}"
+    return found
+
+
+def map_appointment(item: Item, *, patients: dict[str, str]) -> Mapped:
+    """One Appointment as a canonical appointments row. `patients` as for map_report: a
+    `urn:uuid` actor is only found through it; a `Patient/x` one also without it."""
+    appointment = item.resource
+
+    def reject(where: str, reason: str, code: str, pms_id: str | None = None) -> Mapped:
+        return Mapped(error=FhirError(item.number, item.ref, where, reason, code, pms_id))
+
+    actor = _patient_actor(appointment, patients)
+    pms_id = _patient_pms_id(actor, patients) if actor is not None else ""
+    if not pms_id:
+        return reject("Appointment.participant.actor", "no participant is a Patient of this "
+                                                       "source: whose appointment is it?",
+                      "no_patient")
+    if len(pms_id) > PMS_ID_MAX:
+        return reject("Appointment.participant.actor", f"the PMS patient id is longer than "
+                                                       f"{PMS_ID_MAX} characters", "bad_pms_id")
+    status = APPOINTMENT_STATUSES.get(appointment.status or "")
+    if status is None:
+        return reject("Appointment.status", f"status {appointment.status!r} is not an "
+                                            f"appointment of the patient (only "
+                                            f"{', '.join(APPOINTMENT_STATUSES)})",
+                      "bad_status", pms_id)
+    appointment_id = appointment_id_of(appointment)
+    if not appointment_id:
+        return reject("Appointment.identifier", "no identifier and no id: the appointment "
+                                                "cannot be updated or cancelled later",
+                      "no_identifier", pms_id)
+    if len(appointment_id) > APPOINTMENT_ID_MAX:
+        return reject("Appointment.identifier", f"the appointment id {appointment_id[:40]}... "
+                                                f"is longer than {APPOINTMENT_ID_MAX} characters",
+                      "bad_identifier", pms_id)
+    start = appointment.start
+    if not isinstance(start, dt.datetime):
+        return reject("Appointment.start", "Appointment.start is missing: when is it?",
+                      "no_start", pms_id)
+    return Mapped({"appointment_id": appointment_id, "pms_id": pms_id,
+                   "starts_at": start.isoformat(), "status": status})

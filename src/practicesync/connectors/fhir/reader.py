@@ -83,7 +83,8 @@ def validate(number: int, ref: str, raw: dict, full_url: str = "") -> Item:
     return Item(number, label, resource_type, model, full_url)
 
 
-def _bundle_items(data: dict, name: str, number: int) -> Iterator[Item]:
+def _bundle_items(data: dict, name: str, number: int, types: tuple[str, ...] = READ_TYPES
+                  ) -> Iterator[Item]:
     entries = data.get("entry") or []
     if not isinstance(entries, list):
         yield Item(0, name, "Bundle", error=FhirError(0, name, "Bundle.entry",
@@ -100,7 +101,7 @@ def _bundle_items(data: dict, name: str, number: int) -> Iterator[Item]:
         return
     for index, entry in enumerate(entries):
         raw = entry.get("resource")
-        if not isinstance(raw, dict) or raw.get("resourceType") not in READ_TYPES:
+        if not isinstance(raw, dict) or raw.get("resourceType") not in types:
             continue  # a Bundle carries all sorts: only what is read here is looked at
         if (entry.get("request") or {}).get("method") == "DELETE":
             continue
@@ -125,9 +126,11 @@ def _problem(name: str, reason: str, code: str, where: str = "") -> Item:
     return Item(0, name, error=FhirError(0, name, where, reason, code))
 
 
-def read_fhir_documents(documents: Iterable[tuple[str, object]]) -> Iterator[Item]:
-    """Every Patient, DiagnosticReport and Observation of already parsed JSON documents
-    (name, data), e.g. the Bundle pages a FHIR server returned, numbered across them all."""
+def read_fhir_documents(documents: Iterable[tuple[str, object]],
+                        types: tuple[str, ...] = READ_TYPES) -> Iterator[Item]:
+    """Every Patient, DiagnosticReport and Observation (or resource of `types`) of already
+    parsed JSON documents (name, data), e.g. the Bundle pages a FHIR server returned,
+    numbered across them all."""
     number = 0
     for name, data in documents:
         if isinstance(data, Item):
@@ -137,22 +140,22 @@ def read_fhir_documents(documents: Iterable[tuple[str, object]]) -> Iterator[Ite
         if not isinstance(kind, str) or not kind:
             yield _problem(name, "is not a FHIR resource (no resourceType)", "not_fhir")
         elif kind == "Bundle":
-            for item in _bundle_items(data, name, number):
+            for item in _bundle_items(data, name, number, types):
                 number = max(number, item.number)
                 yield item
-        elif kind in READ_TYPES:
+        elif kind in types:
             number += 1
             yield validate(number, name, data)
         else:
             yield _problem(name, f"{kind} is not read here (only Bundle, "
-                                 f"{', '.join(READ_TYPES)})", "unsupported_type", kind)
+                                 f"{', '.join(types)})", "unsupported_type", kind)
 
 
-def read_fhir_source(source) -> Iterator[Item]:
+def read_fhir_source(source, types: tuple[str, ...] = READ_TYPES) -> Iterator[Item]:
     """Every Patient, DiagnosticReport and Observation of the file or folder, in order, or the
     reason a file or resource could not be read. Raises SourceError only when the source does
     not exist. `source` may also be a list of (name, parsed JSON) documents (a server pull)."""
     if isinstance(source, list | tuple):
-        yield from read_fhir_documents(source)
+        yield from read_fhir_documents(source, types)
     else:
-        yield from read_fhir_documents(_file_documents(source))
+        yield from read_fhir_documents(_file_documents(source), types)

@@ -1,16 +1,19 @@
-"""Pulling Patients or DiagnosticReports from a FHIR R4 server base URL, incrementally.
+"""Pulling Patients, DiagnosticReports or Appointments from a FHIR R4 server base URL,
+incrementally.
 
 `pull(base, "Patient", since)` searches `[base]/Patient?_lastUpdated=gt<since>&_count=100
-&_sort=_lastUpdated` (DiagnosticReport also `_include`s its results and subject), follows the
-Bundles' `next` links and returns the pages as (name, Bundle) documents, which the feeds read
-like files, and the new position: the latest `meta.lastUpdated` of the searched type seen
-(included resources do not move it). A server that cannot be read as a whole is refused whole
-(SourceError): HTTP errors, timeouts, a page that is not JSON or not a Bundle, a next link to
-another scheme, host or port than the base's (never followed), more than MAX_PAGES pages.
+&_sort=_lastUpdated` (DiagnosticReport also `_include`s its results and subject, Appointment
+its patients), follows the Bundles' `next` links and returns the pages as (name, Bundle)
+documents, which the feeds read like files, and the new position: the latest
+`meta.lastUpdated` of the searched type seen (included resources do not move it). A server
+that cannot be read as a whole is refused whole (SourceError): HTTP errors, timeouts, a page
+that is not JSON or not a Bundle, a next link to another scheme, host or port than the base's
+(never followed), more than MAX_PAGES pages.
 
 The cursor (results.models.PmsCursor, source = the base URL, position {"Patient": ts,
-"DiagnosticReport": ts}) is read with `cursor_position` and moved with `advance_cursor`,
-which the caller runs in the same transaction as the import. See docs/adr/0009-fhir-import.md.
+"DiagnosticReport": ts, "Appointment": ts}) is read with `cursor_position` and moved with
+`advance_cursor`, which the caller runs in the same transaction as the import. See
+docs/adr/0009-fhir-import.md.
 """
 
 import datetime as dt
@@ -27,7 +30,8 @@ MAX_PAGES = 1000
 MAX_PAGE_BYTES = 50 * 1024 * 1024
 MAX_BASE_LENGTH = 1000  # PmsCursor.source
 TIMEOUT = 60  # seconds per request
-INCLUDES = {"DiagnosticReport": ("DiagnosticReport:result", "DiagnosticReport:subject")}
+INCLUDES = {"DiagnosticReport": ("DiagnosticReport:result", "DiagnosticReport:subject"),
+            "Appointment": ("Appointment:patient",)}
 
 
 def is_url(source) -> bool:

@@ -1,4 +1,5 @@
-"""A file or folder of HL7 v2 messages as what the patient and results imports read.
+"""A file or folder of HL7 v2 messages as what the patient, results and appointments imports
+read.
 
 Errors use the sync runs' JSON shape {row, pms_id, field, message}: `row` is the message's
 number in the source (0 for a file as a whole), `field` the HL7 field ("PID-7", "OBR-25") or
@@ -9,6 +10,7 @@ message is found by file and segment.
 from dataclasses import dataclass, field
 
 from .mapping import (
+    APPOINTMENT_FIELDS,
     PATIENT_FIELDS,
     RESULT_FIELDS,
     Mapped,
@@ -16,6 +18,7 @@ from .mapping import (
     PatientRow,
     map_adt,
     map_oru,
+    map_siu,
     unsupported,
 )
 from .parse import MessageError
@@ -109,4 +112,24 @@ def read_result_feed(source, *, pms: str) -> ResultFeed:
         mapped = _mapped(map_oru, item.message, pms=pms)
         feed.errors += [error_dict(item.number, item.ref, e) for e in mapped.errors]
         feed.rows += [(item.number, row) for row in mapped.results]
+    return feed
+
+
+@dataclass
+class AppointmentFeed(_Feed):
+    rows: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+
+    def locate_row_error(self, error: dict) -> dict:
+        return self.locate(error, APPOINTMENT_FIELDS)
+
+
+def read_appointment_feed(source, *, pms: str) -> AppointmentFeed:
+    """SIU^S12/S13/S14/S15/S26 messages as canonical appointment rows, in arrival order (a
+    later message about the same appointment updates it)."""
+    feed = AppointmentFeed()
+    for item in _messages(feed, source, lambda m: m.message_code == "SIU",
+                          "SIU^S12/S13/S14/S15/S26 for appointments"):
+        mapped = _mapped(map_siu, item.message, pms=pms)
+        feed.errors += [error_dict(item.number, item.ref, e) for e in mapped.errors]
+        feed.rows += [(item.number, row) for row in mapped.appointments]
     return feed

@@ -6,8 +6,9 @@
   with a conditional UPDATE (accepted -> processing), only while no other batch of the practice
   is in hand, so two workers never apply one row, nor one patient's messages out of order.
   Consecutive ADT rows go through the patient sync rules as one partial run (`patients_partial`),
-  consecutive ORU^R01 rows through `import_result_rows`. A row whose message is refused or
-  fails becomes a dead letter with the reason.
+  consecutive ORU^R01 rows through `import_result_rows`, consecutive SIU rows through
+  `import_appointment_rows` (so a booking pauses the patient's sequence). A row whose message
+  is refused or fails becomes a dead letter with the reason.
 - Dead letters are grouped in incidents (the id of the first dead letter while none is open):
   one alert (log line and an open `hl7_dead_letter` review item) per incident. `reprocess_dead`
   puts them back in the queue; the imports are idempotent, so repeating it is safe.
@@ -29,7 +30,7 @@ from practicesync.patients.models import ReviewItem
 from practicesync.practices.models import Practice
 
 from .feeds import _mapped
-from .mapping import map_oru, unsupported
+from .mapping import map_oru, map_siu, unsupported
 from .models import InboundMessage
 from .parse import MessageError, parse_payload
 
@@ -177,7 +178,8 @@ def process_all_inboxes(limit: int = 500) -> int:
 
 
 def _kind(row: InboundMessage) -> str:
-    return "ADT" if row.message_type.split("^")[0] == "ADT" else "ORU"
+    code = row.message_type.split("^")[0]
+    return code if code in ("ADT", "SIU") else "ORU"
 
 
 def _runs(rows: list[InboundMessage]) -> Iterable[list[InboundMessage]]:
@@ -195,7 +197,8 @@ def _runs(rows: list[InboundMessage]) -> Iterable[list[InboundMessage]]:
 def _apply_run(practice: Practice, run: list[InboundMessage]) -> None:
     try:
         with transaction.atomic():
-            errors = (_apply_adt if _kind(run[0]) == "ADT" else _apply_oru)(practice, run)
+            apply = {"ADT": _apply_adt, "SIU": _apply_siu}.get(_kind(run[0]), _apply_oru)
+            errors = apply(practice, run)
             _finish(practice, run, errors)
     except Exception as e:  # noqa: BLE001 - one bad row must not hold back the others
         if len(run) > 1:
@@ -225,6 +228,30 @@ def _apply_oru(practice: Practice, run: list[InboundMessage]) -> dict[int, list[
                 result_rows += [(row.id, result) for result in mapped.results]
     report = import_result_rows(practice=practice, raw_rows=result_rows, actor=ACTOR)
     for error in report.errors:
+        errors.setdefault(error["row"], []).append(f"{error['field']}: {error['message']}")
+    return errors
+
+
+def _apply_siu(practice: Practice, run: list[InboundMessage]) -> dict[int, list[str]]:
+    from practicesync.appointments.importer import import_appointment_rows
+
+    errors: dict[int, list[str]] = {}
+    rows = []
+    for row in run:
+        for item in parse_payload(bytes(row.raw)):
+            if isinstance(item, MessageError):
+                errors.setdefault(row.id, []).append(_describe(item))
+            else:
+                mapped = _mapped(map_siu, item, pms=practice.pms)
+                errors.setdefault(row.id, []).extend(_describe(e) for e in mapped.errors)
+                rows += [(row.id, appointment) for appointment in mapped.appointments]
+    report = import_appointment_rows(practice=practice, raw_rows=rows, actor=ACTOR,
+                                     source_kind="hl7")
+    for error in report.errors:
+        if error["field"] == "pms_id":
+            # Stored unmatched, as from a file: the appointment is kept and counts once the
+            # patient is on the list, so the message is not a dead letter.
+            continue
         errors.setdefault(error["row"], []).append(f"{error['field']}: {error['message']}")
     return errors
 

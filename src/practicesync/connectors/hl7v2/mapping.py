@@ -5,6 +5,7 @@
 - ADT^A40: each PID/MRG pair as a `Merge` (surviving and prior PMS ids); never applied by
   itself, the import turns it into a review item.
 - ORU^R01: one canonical actioned-results row per OBR.
+- SIU^S12/S13/S14/S15/S26: the SCH as one canonical appointments row (see `map_siu`).
 
 Identifiers in PID-3 (and MRG-1), by identifier type (HL7 table 0203) and assigning authority:
 - PMS id: the first repetition whose type is one of the profile's `PMS_ID_TYPES` (PI, the
@@ -18,6 +19,7 @@ Identifier values are passed on as written: the row check validates them (check 
 placeholders) and reports the field.
 """
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 import phonenumbers
@@ -26,6 +28,16 @@ from .parse import Message, MessageError, Repetition, Segment, parse_ts
 
 PATIENT_TRIGGERS = ("A04", "A08", "A28", "A31")
 MERGE_TRIGGERS = ("A40",)
+# SIU trigger -> the appointment status it says; None: SCH-25 (filler status) says, else
+# booked. S13 (rescheduled) is a modification like S14.
+SIU_TRIGGERS = {"S12": "booked", "S13": None, "S14": None, "S15": "cancelled", "S26": "dna"}
+# SCH-25 filler status codes (HL7 table 0278) -> appointment status. Pending and Overbook are
+# still bookings; Started means the patient is being seen; Deleted and Dc(discontinued) mean
+# no appointment. Waitlist and Blocked are not appointments of a patient: refused.
+SCH_STATUSES = {"booked": "booked", "pending": "booked", "overbook": "booked",
+                "cancelled": "cancelled", "deleted": "cancelled", "dc": "cancelled",
+                "noshow": "dna", "complete": "attended", "started": "attended"}
+APPOINTMENT_ID_MAX = 100
 
 # PID-3 identifier types that carry the PMS's own patient id, most trusted first. No PMS here
 # documents its HL7 export, so all use the HL7 meaning of the codes; a PMS that differs gets its
@@ -51,6 +63,8 @@ PATIENT_FIELDS = {
 # broken message, refused whole rather than cut or left to fail the whole run in the database.
 MAX_LENGTHS = {"title": 30, "given_name": 100, "family_name": 100, "address_line1": 200,
                "address_line2": 200, "locality": 100, "postcode": 12, "email": 254}
+APPOINTMENT_FIELDS = {"appointment_id": "SCH-2", "pms_id": "PID-3", "starts_at": "SCH-11",
+                      "status": "SCH-25"}
 RESULT_FIELDS = {"result_id": "OBR-3", "pms_id": "PID-3", "test_name": "OBR-4",
                  "performed_on": "OBR-7", "reported_on": "OBR-22"}
 
@@ -77,11 +91,12 @@ class Mapped:
     patients: list[PatientRow] = field(default_factory=list)
     merges: list[Merge] = field(default_factory=list)
     results: list[dict[str, str]] = field(default_factory=list)
+    appointments: list[dict[str, str]] = field(default_factory=list)
     errors: list[MessageError] = field(default_factory=list)
 
     @property
     def accepted(self) -> int:
-        return len(self.patients) + len(self.merges) + len(self.results)
+        return len(self.patients) + len(self.merges) + len(self.results) + len(self.appointments)
 
 
 def map_message(message: Message, *, pms: str, country: str) -> Mapped:
@@ -395,3 +410,66 @@ def _map_obr(message: Message, number: int, pid: Segment | None, obr: Segment,
            "action": "", "comment": "", "filed_under": "", "tab": "", "location": "",
            "notified": ""}
     return row, None
+
+
+# --- SIU -------------------------------------------------------------------------------------
+
+def map_siu(message: Message, *, pms: str) -> Mapped:
+    """The SCH of an SIU^S12/S13/S14/S15/S26 as one canonical appointments row:
+    - appointment_id: SCH-2.1 (filler appointment id: the PMS's own), else SCH-1.1 (placer);
+    - starts_at: SCH-11.4 (TQ start), else the first AIS-4 (v2.5+, where SCH-11 is withdrawn);
+      without an offset it is practice-local time, as the CSV's;
+    - status: S12 booked, S15 cancelled, S26 dna; S13/S14 the SCH-25 filler status
+      (SCH_STATUSES), booked when it is empty;
+    - pms_id: PID-3, as for ADT and ORU."""
+    status = SIU_TRIGGERS.get(message.trigger, "")
+    if status == "":
+        return Mapped(errors=[unsupported(message, "SIU^S12/S13/S14/S15/S26 for appointments")])
+    pid, sch = message.first("PID"), message.first("SCH")
+    if sch is None:
+        return Mapped(errors=[message.error("SCH", "", "no SCH segment: which appointment?",
+                                            "no_sch")])
+    if pid is None:
+        return Mapped(errors=[message.error("PID", "", "no PID segment: whose appointment is "
+                                            "it?", "no_pid")])
+    pms_id = pms_id_of(pid.repetitions(3), pms)
+
+    def reject(where: str, reason: str, code: str) -> Mapped:
+        return Mapped(errors=[message.error(where.split("-")[0], where, reason, code,
+                                            pms_id or None)])
+
+    if not pms_id:
+        return reject("PID-3", f"PID-3 holds no PMS patient id (identifier type "
+                               f"{'/'.join(PMS_ID_TYPES.get(pms, DEFAULT_PMS_ID_TYPES))})",
+                      "no_pms_id")
+    if len(pms_id) > PMS_ID_MAX:
+        return reject("PID-3", f"the PMS patient id is longer than {PMS_ID_MAX} characters",
+                      "bad_pms_id")
+    appointment_id = sch.get(2) or sch.get(1)
+    if not appointment_id:
+        return reject("SCH-2", "SCH-2 (filler appointment id) and SCH-1 are empty: the "
+                               "appointment cannot be updated or cancelled later", "no_id")
+    if len(appointment_id) > APPOINTMENT_ID_MAX:
+        return reject("SCH-2", f"the appointment id is longer than {APPOINTMENT_ID_MAX} "
+                               f"characters", "bad_id")
+    start, where = sch.get(11, 4), "SCH-11"
+    if not start:
+        ais = next((s for s in message.all("AIS") if s.get(4)), None)
+        start, where = (ais.get(4), "AIS-4") if ais is not None else ("", "SCH-11")
+    if not start:
+        return reject("SCH-11", "no start time in SCH-11.4 or AIS-4", "no_start")
+    try:
+        starts_at = parse_ts(start)
+    except ValueError as e:
+        return reject(where, f"{where} (start date/time) {e}", "bad_start")
+    if not isinstance(starts_at, dt.datetime):
+        return reject(where, f"{where} (start date/time) {start!r} has no time of day",
+                      "bad_start")
+    if status is None:
+        filler = sch.get(25)
+        status = SCH_STATUSES.get(filler.lower(), "") if filler else "booked"
+        if not status:
+            return reject("SCH-25", f"SCH-25 (filler status) {filler!r} is not one of "
+                                    f"{', '.join(sorted(SCH_STATUSES))}", "bad_status")
+    return Mapped(appointments=[{"appointment_id": appointment_id, "pms_id": pms_id,
+                                 "starts_at": starts_at.isoformat(), "status": status}])

@@ -22,15 +22,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
-from .mapping import MERGE_TRIGGERS, PATIENT_TRIGGERS
+from .mapping import MERGE_TRIGGERS, PATIENT_TRIGGERS, SIU_TRIGGERS
 from .parse import _CONTROL, _msh_separators, decode
 
 log = logging.getLogger(__name__)
 
 VT, FS, CR = b"\x0b", b"\x1c", b"\x0d"
 MAX_FRAME = 1024 * 1024
-ACCEPTED_TYPES = {"ADT": PATIENT_TRIGGERS + MERGE_TRIGGERS, "ORU": ("R01",)}
-SUPPORTED = "ADT^A04/A08/A28/A31/A40 and ORU^R01"
+ACCEPTED_TYPES = {"ADT": PATIENT_TRIGGERS + MERGE_TRIGGERS, "ORU": ("R01",),
+                  "SIU": tuple(SIU_TRIGGERS)}
+SUPPORTED = "ADT^A04/A08/A28/A31/A40, ORU^R01 and SIU^S12/S13/S14/S15/S26"
 # HL7 table 0357 (message error condition codes) used here.
 ERROR_NAMES = {"100": "Segment sequence error", "101": "Required field missing",
                "102": "Data type error", "200": "Unsupported message type",

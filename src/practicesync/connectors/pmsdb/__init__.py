@@ -1,8 +1,9 @@
-"""Actioned results read straight from a PMS's own database through the DB-API.
+"""Actioned results and appointments read straight from a PMS's own database through the
+DB-API.
 
 One module per PMS profile holds its SQL and the mapping of a row to the canonical
-actioned-results row; `connector_for` finds it by the practice's PMS. Adding a PMS means
-adding a module here and a line to CONNECTORS.
+actioned-results row (TABLES) or appointments row (APPOINTMENT_TABLES); `connector_for` finds
+it by the practice's PMS. Adding a PMS means adding a module here and a line to CONNECTORS.
 
 The simulators are SQLite files read with the stdlib sqlite3 driver. Every query is one
 constant of plain SQL with qmark (`?`) parameters and no LIMIT/TOP, so a deployment can point

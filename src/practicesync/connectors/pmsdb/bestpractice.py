@@ -18,13 +18,22 @@ Column meanings (public sources: the EF scaffold of a BPSPatients database and d
 
 REPORTID and DOCUMENTID are numbered apart, so result ids carry the table: INV-123, COR-45.
 The SQL is one constant per query, qmark parameters (UPDATED, UPDATED, last id); see base.py.
+
+Appointments (APPOINTMENT_TABLES, for `appointments poll`) are rows of APPOINTMENTS: RECORDID
+(our appointment id, as is), INTERNALID, APPOINTMENTDATE (the date part of a datetime) and
+APPOINTMENTTIME (seconds after midnight, practice-local), and APPOINTMENTCODE, whose words are
+in APPOINTMENTCODES.DESCRIPTION: Booked; Waiting (arrived), With doctor, At billing, Invoiced,
+Paid, Completed all mean the patient came. A DNA status is not documented for BP: the
+simulator's "Did not attend" is our assumption, as is a cancelled appointment being a row with
+RECORDSTATUS other than 1 (BP also lists it in CANCELLEDAPPOINTMENTS).
 """
 
+import datetime as dt
 from collections.abc import Mapping
 
 from practicesync.connectors.profiles.bestpractice import ACTIONS
 
-from .base import Table, date_text, datetime_text, text
+from .base import Table, _parse, date_text, datetime_text, text
 
 INVESTIGATIONS_SQL = """
 SELECT REPORTID, INTERNALID, TESTNAME, COLLECTIONDATE, REPORTDATE, CHECKDATE, ACTION, COMMENT,
@@ -86,3 +95,42 @@ TABLES = (
     Table("INVESTIGATIONS", INVESTIGATIONS_SQL, "REPORTID", investigation),
     Table("CORRESPONDENCEIN", CORRESPONDENCE_IN_SQL, "DOCUMENTID", correspondence_in),
 )
+
+
+APPOINTMENTS_SQL = """
+SELECT A.RECORDID, A.INTERNALID, A.APPOINTMENTDATE, A.APPOINTMENTTIME, C.DESCRIPTION,
+       A.RECORDSTATUS, A.UPDATED
+FROM APPOINTMENTS A LEFT JOIN APPOINTMENTCODES C ON C.APPOINTMENTCODE = A.APPOINTMENTCODE
+WHERE A.UPDATED > ? OR (A.UPDATED = ? AND A.RECORDID > ?)
+ORDER BY A.UPDATED, A.RECORDID
+"""
+
+# APPOINTMENTCODES.DESCRIPTION (case-insensitive) -> appointment status. Anything else is
+# passed on as written: the row check refuses it, naming it.
+APPOINTMENT_STATUSES = {"booked": "booked", "waiting": "attended", "with doctor": "attended",
+                        "at billing": "attended", "invoiced": "attended", "paid": "attended",
+                        "completed": "attended", "did not attend": "dna", "dna": "dna",
+                        "cancelled": "cancelled"}
+
+
+def appointment_start(date, seconds) -> str:
+    """APPOINTMENTDATE's day at APPOINTMENTTIME seconds after midnight, practice-local; the
+    date as written when it cannot be read (the row check reports it)."""
+    try:
+        day = _parse(date)
+        return (dt.datetime.combine(day.date() if isinstance(day, dt.datetime) else day,
+                                    dt.time()) + dt.timedelta(seconds=int(seconds or 0))
+                ).isoformat(timespec="seconds")
+    except (TypeError, ValueError, AttributeError):
+        return text(date)
+
+
+def appointment(row: Mapping) -> dict[str, str]:
+    status = text(row["DESCRIPTION"])
+    return {"appointment_id": text(row["RECORDID"]), "pms_id": text(row["INTERNALID"]),
+            "starts_at": appointment_start(row["APPOINTMENTDATE"], row["APPOINTMENTTIME"]),
+            "status": "cancelled" if row["RECORDSTATUS"] != 1
+            else APPOINTMENT_STATUSES.get(status.lower(), status or "no APPOINTMENTCODE")}
+
+
+APPOINTMENT_TABLES = (Table("APPOINTMENTS", APPOINTMENTS_SQL, "RECORDID", appointment),)

@@ -11,6 +11,11 @@ patient was told (Discussed, Given).
 STAMP_ACTION_CODE 'D' marks a deleted row (MD's soft-delete convention, seen on
 MD_UPDOWN_CONFIG); it is given the Location "Deleted" so it no longer counts.
 The SQL is one constant per query, qmark parameters (UPDATED, UPDATED, last id); see base.py.
+
+Appointments (APPOINTMENT_TABLES, for `appointments poll`): MD's appointment book lives in
+Pracsoft, also without a public schema; APPOINTMENTS here is again the simulator's own naming
+(APPOINTMENT_ID, PATIENT_ID, START_TIME practice-local, STATUS in words, STAMP_ACTION_CODE 'D'
+for a deleted appointment, which counts as cancelled).
 """
 
 from collections.abc import Mapping
@@ -47,3 +52,28 @@ def actioned_item(row: Mapping) -> dict[str, str]:
 
 
 TABLES = (Table("ACTIONED_ITEMS", ACTIONED_ITEMS_SQL, "ITEM_ID", actioned_item),)
+
+
+APPOINTMENTS_SQL = """
+SELECT APPOINTMENT_ID, PATIENT_ID, START_TIME, STATUS, STAMP_ACTION_CODE, UPDATED
+FROM APPOINTMENTS
+WHERE UPDATED > ? OR (UPDATED = ? AND APPOINTMENT_ID > ?)
+ORDER BY UPDATED, APPOINTMENT_ID
+"""
+
+# STATUS (case-insensitive) -> appointment status; anything else is passed on for the row
+# check to refuse, naming it.
+APPOINTMENT_STATUSES = {"booked": "booked", "arrived": "attended", "with doctor": "attended",
+                        "completed": "attended", "did not attend": "dna",
+                        "cancelled": "cancelled"}
+
+
+def appointment(row: Mapping) -> dict[str, str]:
+    status = text(row["STATUS"])
+    deleted = text(row["STAMP_ACTION_CODE"]).upper() == "D"
+    return {"appointment_id": text(row["APPOINTMENT_ID"]), "pms_id": text(row["PATIENT_ID"]),
+            "starts_at": datetime_text(row["START_TIME"]),
+            "status": "cancelled" if deleted else APPOINTMENT_STATUSES.get(status.lower(), status)}
+
+
+APPOINTMENT_TABLES = (Table("APPOINTMENTS", APPOINTMENTS_SQL, "APPOINTMENT_ID", appointment),)
