@@ -30,7 +30,6 @@ import csv
 import json
 import os
 import random
-import resource
 import shutil
 import signal
 import socket
@@ -42,6 +41,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import outreach
+from bench.common import InsaneCounts, Result, check, migrate, peak_rss_mb, setup_django
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results.json"
 
@@ -52,30 +54,7 @@ ACTOR = "bench"
 PMS, COUNTRY = "docman10", "GB"
 
 
-class InsaneCounts(Exception):
-    """A run did not do what the list asked: its timing means nothing."""
-
-
 # --- setup ----------------------------------------------------------------------------------
-
-def setup_django(home: Path) -> str:
-    """Point practicesync at `home` (its SQLite file lives there) and start Django.
-    Returns the database backend: "sqlite" or "postgresql"."""
-    os.environ["PRACTICESYNC_HOME"] = str(home)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "practicesync.settings"
-    import django
-
-    django.setup()
-    from django.db import connection
-
-    return connection.vendor
-
-
-def migrate() -> None:
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0, interactive=False)
-
 
 def new_practice(name: str) -> int:
     from practicesync.practices.actions import create_practice, permit_sync
@@ -113,17 +92,6 @@ def write_lists(work: Path) -> Lists:
 
 
 # --- measurements (each runs in its own subprocess) -----------------------------------------
-
-def peak_rss_mb() -> float:
-    """This process's own peak RSS. On Linux that is VmHWM, not ru_maxrss: the kernel starts
-    a spawned child's ru_maxrss at the parent's RSS, which here holds 200,000 generated rows."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
-    except (OSError, StopIteration):
-        kib = 1 / 1024 if sys.platform == "darwin" else 1  # macOS reports bytes
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * kib / 1024
-
 
 def measure_sync(practice_id: int, source: str) -> dict:
     """One `sync_patient_list` run, as the nightly worker would do it."""
@@ -213,7 +181,7 @@ def measure_raw_upsert(practice_id: int, source: str) -> dict:
             "stored": Patient.objects.filter(practice_id=practice_id).count()}
 
 
-MEASUREMENTS = {"sync": measure_sync, "raw_upsert": measure_raw_upsert}
+MEASUREMENTS = {"sync": measure_sync, "raw_upsert": measure_raw_upsert, **outreach.MEASUREMENTS}
 
 
 def run_one(kind: str, practice_id: int, source: Path) -> dict:
@@ -229,11 +197,6 @@ def run_one(kind: str, practice_id: int, source: Path) -> dict:
 
 
 # --- checks and results ---------------------------------------------------------------------
-
-def check(ok: bool, what: str, result: dict) -> None:
-    if not ok:
-        raise InsaneCounts(f"{what}; got {json.dumps(result, default=str)}")
-
 
 def check_full(full: dict, lists: Lists) -> None:
     counts = full["counts"]
@@ -251,32 +214,6 @@ def check_rerun(rerun: dict, lists: Lists) -> None:
 
 def check_raw(raw: dict, lists: Lists) -> None:
     check(raw["stored"] == PATIENTS, f"raw upsert should leave {PATIENTS} rows", raw)
-
-
-@dataclass(frozen=True)
-class Result:
-    name: str
-    value: float
-    unit: str
-    backend: str
-    baseline: float | None
-    target: str
-    limit: float  # value must be below this to meet the target (at least this, if `higher`)
-    workers: int = 1
-    higher: bool = False  # a rate: more is better
-
-    @property
-    def ratio(self) -> float | None:
-        return round(self.value / self.baseline, 2) if self.baseline else None
-
-    @property
-    def met(self) -> bool:
-        return self.value >= self.limit if self.higher else self.value < self.limit
-
-    def as_json(self) -> dict:
-        return {"name": self.name, "value": self.value, "unit": self.unit,
-                "backend": self.backend, "workers": self.workers, "baseline": self.baseline,
-                "ratio": self.ratio, "target": self.target}
 
 
 def bench_patient_sync(work: Path, backend: str) -> tuple[list[Result], list[str]]:
@@ -624,7 +561,8 @@ def markdown(results: list[Result]) -> str:
 
 # --- entry points ---------------------------------------------------------------------------
 
-BENCHES = {"patient_sync": bench_patient_sync, "hl7_ingest": bench_hl7_ingest}
+BENCHES = {"patient_sync": bench_patient_sync, "hl7_ingest": bench_hl7_ingest,
+           "outreach": outreach.bench_outreach}
 
 
 def run_all(keep: bool, only: str | None = None) -> int:

@@ -12,15 +12,30 @@ from django.db import connection, models
 BATCH = 2000
 
 
-def _converter(field: models.Field) -> Callable:
+def _repeating(convert: Callable) -> Callable:
+    """Large writes stamp one `now` on every row: convert a value once while it repeats."""
+    last = [object(), None]
+
+    def converted(value):
+        if value is not last[0]:
+            last[0], last[1] = value, convert(value)
+        return last[1]
+
+    return converted
+
+
+def _converter(field: models.Field) -> Callable | None:
+    """How a column's value goes to the driver; None: as it is."""
     ops = connection.ops
     if isinstance(field, models.DateTimeField):
-        return ops.adapt_datetimefield_value
+        return _repeating(ops.adapt_datetimefield_value)
     if isinstance(field, models.DateField):
         return ops.adapt_datefield_value
-    if isinstance(field, models.JSONField | models.DecimalField):
+    if isinstance(field, models.JSONField):
+        return lambda value: ops.adapt_json_value(value, field.encoder)
+    if isinstance(field, models.DecimalField):
         return lambda value: field.get_db_prep_save(value, connection)
-    return lambda value: value
+    return None
 
 
 def insert_rows(model: type[models.Model], rows: Iterable[dict], columns: list[str]) -> int:
@@ -34,7 +49,8 @@ def insert_rows(model: type[models.Model], rows: Iterable[dict], columns: list[s
     count, batch = 0, []
     with connection.cursor() as cursor:
         for row in rows:
-            batch.append(tuple(c(row[name]) for c, name in zip(convert, columns, strict=True)))
+            batch.append(tuple(row[name] if c is None else c(row[name])
+                               for c, name in zip(convert, columns, strict=True)))
             if len(batch) == BATCH:
                 cursor.executemany(sql, batch)
                 count, batch = count + len(batch), []

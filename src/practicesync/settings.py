@@ -142,3 +142,56 @@ LOGGING = {
     # Django logs every 404 with its path, and paths carry PMS ids and searches.
     "loggers": {"django.request": {"level": "ERROR"}},
 }
+
+# --- Channel providers (outreach/channels/, docs/adr/0012-channel-providers.md) -------------
+# PRACTICESYNC_SMS_PROVIDER    outbox | twilio     (default outbox: nothing leaves the machine)
+# PRACTICESYNC_EMAIL_PROVIDER  outbox | django     (django: EMAIL_BACKEND, SMTP or anymail)
+# PRACTICESYNC_PUSH_PROVIDER   outbox | webpush
+# TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_FROM (number or Messaging Service SID "MG..."),
+# TWILIO_STATUS_CALLBACK_URL (https://<host>/webhooks/twilio/status), TWILIO_API_BASE (tests)
+# PRACTICESYNC_EMAIL_FROM; EMAIL_BACKEND, EMAIL_HOST, EMAIL_PORT, EMAIL_HOST_USER,
+# EMAIL_HOST_PASSWORD, EMAIL_USE_TLS, EMAIL_USE_SSL, EMAIL_TIMEOUT; ANYMAIL_* for the ESP
+# VAPID_PRIVATE_KEY (default: generated into PRACTICESYNC_HOME), VAPID_SUBJECT (mailto:/https:)
+_PROVIDER_CLASSES = {
+    "sms": {"twilio": "practicesync.outreach.channels.twilio_sms.TwilioSmsProvider"},
+    "email": {"django": "practicesync.outreach.channels.email.EmailProvider"},
+    "push": {"webpush": "practicesync.outreach.channels.webpush.WebPushProvider"},
+}
+
+
+def _providers(env) -> dict:
+    providers = {}
+    for channel, choices in _PROVIDER_CLASSES.items():
+        choices = {"outbox": "practicesync.outreach.channels.outbox.OutboxProvider", **choices}
+        name = env.get(f"PRACTICESYNC_{channel.upper()}_PROVIDER", "").strip().lower() or "outbox"
+        if name not in choices:
+            # A typo must not quietly fall back to the outbox and send nothing.
+            raise ValueError(f"PRACTICESYNC_{channel.upper()}_PROVIDER={name!r}: use one of "
+                             f"{', '.join(choices)}")
+        providers[channel] = choices[name]
+    return providers
+
+
+PRACTICESYNC_PROVIDERS = _providers(os.environ)
+
+TWILIO_ACCOUNT_SID = os.environ.get("TWILIO_ACCOUNT_SID", "")
+TWILIO_AUTH_TOKEN = os.environ.get("TWILIO_AUTH_TOKEN", "")
+TWILIO_FROM = os.environ.get("TWILIO_FROM", "")
+TWILIO_STATUS_CALLBACK_URL = os.environ.get("TWILIO_STATUS_CALLBACK_URL", "")
+TWILIO_API_BASE = os.environ.get("TWILIO_API_BASE", "")
+
+PRACTICESYNC_EMAIL_FROM = os.environ.get("PRACTICESYNC_EMAIL_FROM", "practicesync@localhost")
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = _flag("EMAIL_USE_TLS")
+EMAIL_USE_SSL = _flag("EMAIL_USE_SSL")
+# Django waits forever by default; a hung mail server would hold the worker.
+EMAIL_TIMEOUT = int(os.environ.get("EMAIL_TIMEOUT", "30"))
+# ANYMAIL_MAILGUN_API_KEY=... becomes ANYMAIL["MAILGUN_API_KEY"].
+ANYMAIL = {k.removeprefix("ANYMAIL_"): v for k, v in os.environ.items() if k.startswith("ANYMAIL_")}
+
+VAPID_PRIVATE_KEY = os.environ.get("VAPID_PRIVATE_KEY", "")
+VAPID_SUBJECT = os.environ.get("VAPID_SUBJECT", "") or f"mailto:{PRACTICESYNC_EMAIL_FROM}"

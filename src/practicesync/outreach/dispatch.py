@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from practicesync.appointments.models import Appointment
 from practicesync.audit.models import AuditEvent
+from practicesync.bulk import insert_rows
 from practicesync.patients.models import Patient
 from practicesync.practices.models import Practice
 
@@ -34,7 +35,7 @@ from .wording import DEFAULT_SUBJECT, GENERIC_SMS, render
 log = logging.getLogger(__name__)
 
 WORKER = "system:worker"
-BATCH = 1000
+BATCH = 2000
 # A claimed send not finished within this time is taken to have been interrupted.
 LEASE = dt.timedelta(minutes=5)
 MAX_ATTEMPTS = 5
@@ -90,6 +91,9 @@ def _skip_locked(qs):
 
 # --- 1. due steps -------------------------------------------------------------------------
 
+PATIENT_FIELDS = ("id", "given_name", "date_of_birth", "status", "mobile_phone", "email")
+
+
 class PracticeFacts:
     """What every recipient decision of one practice needs, read once per pass."""
 
@@ -98,6 +102,7 @@ class PracticeFacts:
         self.policy = Policy(min_age_sms=practice.min_age_sms, teen_until=practice.teen_until)
         self.today = now.astimezone(practice.tz).date()
         self.now = now
+        self.has_push = PushSubscription.objects.filter(practice=practice, active=True).exists()
         self.opted_out = set(OptOut.objects.filter(practice=practice)
                              .values_list("channel", "address"))
         self.shared_mobiles = set(
@@ -106,14 +111,22 @@ class PracticeFacts:
             .values("mobile_phone").annotate(n=Count("id")).filter(n__gt=1)
             .values_list("mobile_phone", flat=True))
 
-    def recipients(self, patient_ids) -> dict[int, tuple[dict, Recipient]]:
-        patients = {p["id"]: p for p in Patient.objects.filter(id__in=patient_ids).values(
-            "id", "given_name", "date_of_birth", "status", "mobile_phone", "email")}
-        push = dict(PushSubscription.objects.filter(patient_id__in=patient_ids, active=True)
-                    .order_by("patient_id", "-created_at").values_list("patient_id", "endpoint"))
-        booked = set(Appointment.objects.filter(
-            patient_id__in=patient_ids, status=Appointment.Status.BOOKED,
-            starts_at__gte=self.now - STALE_BOOKING).values_list("patient_id", flat=True))
+    def recipients(self, patient_ids, patients=None,
+                   need_booked=True) -> dict[int, tuple[dict, Recipient]]:
+        """`patients`: rows with PATIENT_FIELDS when the caller has read them already;
+        `need_booked`: whether any step at hand asks "only if not yet booked"."""
+        if patients is None:
+            patients = Patient.objects.filter(id__in=patient_ids).values(*PATIENT_FIELDS)
+        patients = {p["id"]: p for p in patients}
+        push = {}
+        if self.has_push:
+            push = dict(PushSubscription.objects.filter(patient_id__in=patient_ids, active=True)
+                        .order_by("patient_id", "-created_at").values_list("patient_id", "endpoint"))
+        booked = set()
+        if need_booked:
+            booked = set(Appointment.objects.filter(
+                patient_id__in=patient_ids, status=Appointment.Status.BOOKED,
+                starts_at__gte=self.now - STALE_BOOKING).values_list("patient_id", flat=True))
         out = {}
         for pid, p in patients.items():
             addresses = {"sms": p["mobile_phone"], "email": p["email"], "push": push.get(pid)}
@@ -165,8 +178,8 @@ def take_due_steps(practice: Practice, *, now: dt.datetime, report: TickReport) 
                 due = list(_skip_locked(Sequence.objects.filter(
                     practice=practice, state=Sequence.State.ACTIVE, due_at__lte=now)
                     .order_by("due_at", "id"))
-                    .values("id", "group_id", "group__patient_id", "template_id", "next_position")
-                    [:BATCH])
+                    .values("id", "group_id", "group__patient_id", "template_id", "next_position",
+                            *(f"group__patient__{f}" for f in PATIENT_FIELDS))[:BATCH])
                 if not due:
                     return
                 batch = TickReport()
@@ -179,7 +192,12 @@ def take_due_steps(practice: Practice, *, now: dt.datetime, report: TickReport) 
 def _take_steps(facts: PracticeFacts, due: list[dict], *, now, report) -> None:
     practice = facts.practice
     steps = steps_of({s["template_id"] for s in due})
-    recipients = facts.recipients({s["group__patient_id"] for s in due})
+    prefix = len("group__patient__")
+    need_booked = any(steps[s["template_id"]].get(s["next_position"]) is not None
+                      and steps[s["template_id"]][s["next_position"]].condition for s in due)
+    recipients = facts.recipients({s["group__patient_id"] for s in due}, need_booked=need_booked,
+                                  patients=[
+        {k[prefix:]: v for k, v in s.items() if k.startswith("group__patient__")} for s in due])
     messages, tasks, events = [], [], []
     # (state, next_position, due_at, reason) -> [(sequence id, position it was at)]
     moves = defaultdict(list)
@@ -196,13 +214,13 @@ def _take_steps(facts: PracticeFacts, due: list[dict], *, now, report) -> None:
                              recipient=recipient, policy=facts.policy)
             key = f"results:{seq['id']}:{pos}"
             if plan.action == "send":
-                messages.append(Message(
-                    practice=practice, patient_id=patient["id"], kind=Message.Kind.RESULTS,
+                messages.append(message_row(
+                    practice_id=practice.id, patient_id=patient["id"], kind=Message.Kind.RESULTS,
                     group_id=seq["group_id"], sequence_id=seq["id"], step=pos,
                     channel=plan.channel, to=plan.to,
                     subject=facts.subject(step, patient) if plan.channel == "email" else "",
                     body=facts.text(step, plan, patient), idempotency_key=key,
-                    not_before=now, created_by=WORKER))
+                    not_before=now, created_by=WORKER, created_at=now))
                 events.append(("message.queued", plan.reason or f"step {pos}", patient["id"],
                                audit | {"channel": plan.channel, "generic": plan.generic,
                                         "key": key}))
@@ -245,12 +263,34 @@ def _take_steps(facts: PracticeFacts, due: list[dict], *, now, report) -> None:
             if moved != len(ids):
                 raise StepTakenElsewhere  # undo this whole batch: none of it happened
 
-    Message.objects.bulk_create(messages)
+    insert_rows(Message, messages, MESSAGE_COLUMNS)
     StaffTask.objects.bulk_create(tasks)
-    AuditEvent.objects.bulk_create([
-        AuditEvent(practice=practice, at=now, actor=WORKER, action=action, why=why[:200],
-                   patient_id=patient_id, detail=detail)
-        for action, why, patient_id, detail in events])
+    insert_audit(practice.id, now, events)
+
+
+# The large writes of a tick go straight to the driver (docs/adr/0006): one queued message
+# and one audit event per step, tens of thousands a pass.
+MESSAGE_COLUMNS = ["practice_id", "patient_id", "kind", "group_id", "sequence_id", "step",
+                   "bulk_id", "channel", "to", "subject", "body", "status", "idempotency_key",
+                   "attempts", "not_before", "provider", "provider_ref", "error", "created_by",
+                   "created_at", "sent_at", "delivered_at"]
+AUDIT_COLUMNS = ["practice_id", "at", "actor", "action", "why", "patient_id", "sync_run_id",
+                 "detail"]
+
+
+def message_row(**fields) -> dict:
+    """A queued message as a row for insert_rows: every column, defaults filled in."""
+    return {"group_id": None, "sequence_id": None, "step": None, "bulk_id": None, "subject": "",
+            "status": Message.Status.QUEUED, "attempts": 0, "provider": "", "provider_ref": "",
+            "error": "", "sent_at": None, "delivered_at": None, **fields}
+
+
+def insert_audit(practice_id: int, now, events, actor: str = WORKER) -> None:
+    """events: (action, why, patient id, detail) tuples."""
+    insert_rows(AuditEvent, ({"practice_id": practice_id, "at": now, "actor": actor,
+                              "action": action, "why": why[:200], "patient_id": patient_id,
+                              "sync_run_id": None, "detail": detail}
+                             for action, why, patient_id, detail in events), AUDIT_COLUMNS)
 
 
 # --- 2. interrupted sends ------------------------------------------------------------------
@@ -294,7 +334,8 @@ def _set(message: Message, now, **fields) -> None:
     """Change a claimed message only while it is still in the state this worker saw."""
     Message.objects.filter(id=message.id, status=message.status).update(**fields)
     for k, v in fields.items():
-        setattr(message, k, v)
+        if hasattr(message, k):
+            setattr(message, k, v)
 
 
 def _audit_message(m: Message, now, action: str, why: str, **detail) -> None:
@@ -322,7 +363,31 @@ def deliver_queued(*, now, report, practices) -> None:
                 practice=practice, status=Message.Status.QUEUED, not_before__lte=now).count()
 
 
-def _claim(practice, now, limit) -> list[Message]:
+@dataclass(slots=True)
+class Outgoing:
+    """A claimed message as the providers and the outcome code see it: only what sending
+    needs, without building a model instance per message."""
+
+    id: int
+    practice_id: int
+    patient_id: int
+    kind: str
+    channel: str
+    to: str
+    subject: str
+    body: str
+    idempotency_key: str
+    attempts: int
+    status: str
+    sequence_id: int | None
+    group_id: int | None
+    step: int | None
+
+
+OUTGOING_FIELDS = [f for f in Outgoing.__slots__]
+
+
+def _claim(practice, now, limit) -> list[Outgoing]:
     with transaction.atomic():
         ids = list(_skip_locked(Message.objects.filter(
             practice=practice, status=Message.Status.QUEUED, not_before__lte=now)
@@ -331,11 +396,12 @@ def _claim(practice, now, limit) -> list[Message]:
             return []
         Message.objects.filter(id__in=ids, status=Message.Status.QUEUED).update(
             status=Message.Status.SENDING, not_before=now + LEASE, attempts=F("attempts") + 1)
-    return list(Message.objects.filter(id__in=ids, status=Message.Status.SENDING,
-                                       not_before=now + LEASE))
+    return [Outgoing(*row) for row in Message.objects.filter(
+        id__in=ids, status=Message.Status.SENDING, not_before=now + LEASE)
+        .values_list(*OUTGOING_FIELDS)]
 
 
-def _deliver(messages: list[Message], *, now, report) -> None:
+def _deliver(messages: list[Outgoing], *, now, report) -> None:
     by_channel = defaultdict(list)
     for m in messages:
         by_channel[m.channel].append(m)
@@ -348,15 +414,18 @@ def _deliver(messages: list[Message], *, now, report) -> None:
 
 def _apply_outcomes(batch, outcomes: dict[int, Outcome], *, provider, now, report) -> None:
     sent = [m for m in batch if outcomes[m.id].ref]
-    for m in sent:
-        Message.objects.filter(id=m.id, status=Message.Status.SENDING).update(
-            status=Message.Status.SENT, sent_at=now, provider=provider,
-            provider_ref=outcomes[m.id].ref)
-    AuditEvent.objects.bulk_create([
-        AuditEvent(practice_id=m.practice_id, at=now, actor=WORKER, action="message.sent",
-                   why=f"{m.kind} via {provider}", patient_id=m.patient_id,
-                   detail={"message_id": m.id, "channel": m.channel, "key": m.idempotency_key})
-        for m in sent])
+    table, quote = Message._meta.db_table, connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {quote(table)} SET status = %s, sent_at = %s, provider = %s, provider_ref = %s "
+            f"WHERE id = %s AND status = %s",
+            [(Message.Status.SENT, connection.ops.adapt_datetimefield_value(now), provider,
+              outcomes[m.id].ref, m.id, Message.Status.SENDING) for m in sent])
+    for practice_id in {m.practice_id for m in sent}:
+        insert_audit(practice_id, now, [
+            ("message.sent", f"{m.kind} via {provider}", m.patient_id,
+             {"message_id": m.id, "channel": m.channel, "key": m.idempotency_key})
+            for m in sent if m.practice_id == practice_id])
     report.counts["sent"] += len(sent)
     for m in batch:
         outcome = outcomes[m.id]
@@ -374,13 +443,13 @@ def _apply_outcomes(batch, outcomes: dict[int, Outcome], *, provider, now, repor
                 fall_back(m, now=now, report=report)
 
 
-def fall_back(failed: Message, *, now, report) -> None:
+def fall_back(failed: Message | Outgoing, *, now, report) -> None:
     """A results step whose message failed for good goes out on the next channel, or
     becomes a staff call task: a follow-up never ends silently."""
     tried = set(Message.objects.filter(sequence_id=failed.sequence_id, step=failed.step,
                                        status=Message.Status.FAILED)
                 .values_list("channel", flat=True))
-    practice = failed.practice
+    practice = Practice.objects.get(id=failed.practice_id)
     facts = PracticeFacts(practice, now)
     patient, recipient = facts.recipients([failed.patient_id])[failed.patient_id]
     step = Step.objects.filter(template__sequence__id=failed.sequence_id,
@@ -402,7 +471,7 @@ def fall_back(failed: Message, *, now, report) -> None:
     elif plan.action == "task":
         task, created = StaffTask.objects.get_or_create(idempotency_key=key, defaults=dict(
             practice=practice, patient_id=failed.patient_id, group_id=failed.group_id,
-            sequence_id=failed.sequence_id, message=failed, kind=StaffTask.Kind.CALL,
+            sequence_id=failed.sequence_id, message_id=failed.id, kind=StaffTask.Kind.CALL,
             reason=f"{failed.channel} failed; {plan.reason}"[:300]))
         if created:
             AuditEvent.objects.create(

@@ -1,7 +1,12 @@
 from django.db import transaction
+from django.utils import timezone
+
+from practicesync.bulk import insert_rows
 
 from ..models import OutboxEntry
 from . import Outcome, Provider
+
+COLUMNS = ["practice_id", "idempotency_key", "channel", "to", "subject", "body", "created_at"]
 
 
 class OutboxProvider(Provider):
@@ -12,17 +17,18 @@ class OutboxProvider(Provider):
     can_lookup = True
 
     def send_many(self, messages) -> list[Outcome]:
+        now = timezone.now()
         with transaction.atomic():
-            entries = OutboxEntry.objects.bulk_create([
-                OutboxEntry(practice_id=m.practice_id, idempotency_key=m.idempotency_key,
-                            channel=m.channel, to=m.to, subject=m.subject, body=m.body)
-                for m in messages])
-        return [Outcome(m.id, ref=f"outbox:{e.id}") for m, e in zip(messages, entries, strict=True)]
+            insert_rows(OutboxEntry, ({"practice_id": m.practice_id,
+                                       "idempotency_key": m.idempotency_key, "channel": m.channel,
+                                       "to": m.to, "subject": m.subject, "body": m.body,
+                                       "created_at": now} for m in messages), COLUMNS)
+        return [Outcome(m.id, ref=f"outbox:{m.idempotency_key}") for m in messages]
 
     def send(self, message) -> str:
         return self.send_many([message])[0].ref
 
     def lookup(self, keys: list[str]) -> dict[str, str]:
-        return {key: f"outbox:{id_}" for id_, key in
+        return {key: f"outbox:{key}" for key in
                 OutboxEntry.objects.filter(idempotency_key__in=keys, channel=self.channel)
-                .values_list("id", "idempotency_key")}
+                .values_list("idempotency_key", flat=True)}
