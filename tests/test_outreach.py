@@ -12,7 +12,7 @@ from practicesync.audit.models import AuditEvent
 from practicesync.connectors.csvfile.results import RESULT_COLUMNS
 from practicesync.outreach import dispatch
 from practicesync.outreach.actions import change_sequence, refresh_bookings
-from practicesync.outreach.channels import PermanentError, Provider, TransientError
+from practicesync.outreach.channels import PermanentError, Provider, TransientError, UncertainError
 from practicesync.outreach.models import Message, OptOut, OutboxEntry, Sequence, StaffTask
 from practicesync.outreach.sequences import Event
 from practicesync.results.actions import set_template_auto_start
@@ -415,3 +415,15 @@ def test_steps_are_shown_with_sms_size_and_checked_on_save(au_practice):
                           "--delay-days", "7", "--body", "Remind by post")
     assert code == 0 and data["position"] == 5
     assert AuditEvent.objects.filter(action="template.step_added").count() == 1
+
+
+def test_a_send_the_provider_may_have_taken_is_never_sent_again(harbour, ann, tmp_path, flaky):
+    flaky.failures, flaky.error = 1, UncertainError  # a read timeout after the request went
+    started(harbour, ann, tmp_path)
+    report = tick(MONDAY_10AM)
+    assert report["uncertain"] == 1 and report["sent"] == 0
+    assert tick(MONDAY_10AM + dt.timedelta(hours=1))["sent"] == 0
+    message = Message.objects.get()
+    assert message.status == "unknown" and flaky.calls == 1
+    task = StaffTask.objects.get()
+    assert task.kind == "check_send" and task.message == message

@@ -6,6 +6,7 @@ to the database driver's `executemany` in batches.
 """
 
 from collections.abc import Callable, Iterable
+from operator import itemgetter
 
 from django.db import connection, models
 
@@ -46,11 +47,17 @@ def insert_rows(model: type[models.Model], rows: Iterable[dict], columns: list[s
     sql = (f"INSERT INTO {quote(model._meta.db_table)} "
            f"({', '.join(quote(f.column) for f in fields)}) "
            f"VALUES ({', '.join(['%s'] * len(fields))})")
+    values_of = itemgetter(*columns) if len(columns) > 1 else lambda row: (row[columns[0]],)
+    converted = [(i, c) for i, c in enumerate(convert) if c is not None]
     count, batch = 0, []
     with connection.cursor() as cursor:
         for row in rows:
-            batch.append(tuple(row[name] if c is None else c(row[name])
-                               for c, name in zip(convert, columns, strict=True)))
+            values = values_of(row)
+            if converted:
+                values = list(values)
+                for i, c in converted:
+                    values[i] = c(values[i])
+            batch.append(values)
             if len(batch) == BATCH:
                 cursor.executemany(sql, batch)
                 count, batch = count + len(batch), []

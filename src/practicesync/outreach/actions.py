@@ -40,6 +40,8 @@ def _apply(sequence: Sequence, event: Event, *, actor: str, now, why: str = "") 
     elif new_state == Sequence.State.ACTIVE:
         # Resumed: the step that was due goes when it was due, or now if that has passed.
         fields["due_at"] = max(sequence.due_at or now, now)
+    elif new_state not in Sequence.LIVE:
+        fields["due_at"] = None
     Sequence.objects.filter(id=sequence.id, state=sequence.state).update(**fields)
     for k, v in fields.items():
         setattr(sequence, k, v)

@@ -35,7 +35,7 @@ from .wording import DEFAULT_SUBJECT, GENERIC_SMS, render
 log = logging.getLogger(__name__)
 
 WORKER = "system:worker"
-BATCH = 2000
+BATCH = 5000
 # A claimed send not finished within this time is taken to have been interrupted.
 LEASE = dt.timedelta(minutes=5)
 MAX_ATTEMPTS = 5
@@ -55,7 +55,7 @@ class TickReport:
     def as_json(self) -> dict:
         keys = ("steps_taken", "messages_queued", "tasks_created", "skipped",
                 "sequences_completed", "sequences_opted_out", "sequences_failed", "sent",
-                "retried", "failed", "fallbacks", "recovered_sent", "recovered_requeued",
+                "retried", "failed", "uncertain", "fallbacks", "recovered_sent", "recovered_requeued",
                 "recovered_unknown", "held_by_window", "held_by_rate_limit")
         return {k: self.counts[k] for k in keys}
 
@@ -317,17 +317,22 @@ def recover_interrupted_sends(*, now, report, practices) -> None:
                     why = "interrupted send: the provider never got it; sending again"
                 else:
                     outcome = "recovered_unknown"
-                    _set(m, now, status=Message.Status.UNKNOWN,
-                         error="interrupted send; the provider cannot say whether it went")
-                    StaffTask.objects.get_or_create(
-                        idempotency_key=f"check:{m.idempotency_key}", defaults=dict(
-                            practice_id=m.practice_id, patient_id=m.patient_id,
-                            group_id=m.group_id, sequence_id=m.sequence_id, message=m,
-                            kind=StaffTask.Kind.CHECK_SEND,
-                            reason=f"check whether this {channel} went out before resending"))
-                    why = "interrupted send: not resent (a resend could duplicate); staff check"
+                    _unknown(m, now, "interrupted send; the provider cannot say whether it went")
+                    report.counts[outcome] += 1
+                    continue
                 _audit_message(m, now, f"message.{outcome}", why)
                 report.counts[outcome] += 1
+
+
+def _unknown(m, now, why: str) -> None:
+    """A send that may or may not have gone: never resent by itself; staff check."""
+    _set(m, now, status=Message.Status.UNKNOWN, error=why[:500])
+    StaffTask.objects.get_or_create(
+        idempotency_key=f"check:{m.idempotency_key}", defaults=dict(
+            practice_id=m.practice_id, patient_id=m.patient_id, group_id=m.group_id,
+            sequence_id=m.sequence_id, message_id=m.id, kind=StaffTask.Kind.CHECK_SEND,
+            reason=f"check whether this {m.channel} went out before sending again"))
+    _audit_message(m, now, "message.unknown", why)
 
 
 def _set(message: Message, now, **fields) -> None:
@@ -350,6 +355,8 @@ def _audit_message(m: Message, now, action: str, why: str, **detail) -> None:
 
 def deliver_queued(*, now, report, practices) -> None:
     for practice in practices:
+        if next_send_time(now, **window_of(practice)) > now:
+            continue  # nothing reaches a patient outside the practice's send window
         budget = practice.sends_per_hour - Message.objects.filter(
             practice=practice, sent_at__gt=now - dt.timedelta(hours=1)).count()
         while budget > 0:
@@ -405,11 +412,13 @@ def _deliver(messages: list[Outgoing], *, now, report) -> None:
     by_channel = defaultdict(list)
     for m in messages:
         by_channel[m.channel].append(m)
-    for channel, batch in by_channel.items():
+    for channel, claimed in by_channel.items():
         provider = provider_for(channel)
-        outcomes = {o.message_id: o for o in provider.send_many(batch)}
-        with transaction.atomic():
-            _apply_outcomes(batch, outcomes, provider=provider.name, now=now, report=report)
+        for start in range(0, len(claimed), provider.chunk):
+            batch = claimed[start:start + provider.chunk]
+            outcomes = {o.message_id: o for o in provider.send_many(batch)}
+            with transaction.atomic():
+                _apply_outcomes(batch, outcomes, provider=provider.name, now=now, report=report)
 
 
 def _apply_outcomes(batch, outcomes: dict[int, Outcome], *, provider, now, report) -> None:
@@ -429,7 +438,10 @@ def _apply_outcomes(batch, outcomes: dict[int, Outcome], *, provider, now, repor
     report.counts["sent"] += len(sent)
     for m in batch:
         outcome = outcomes[m.id]
-        if outcome.transient and m.attempts < MAX_ATTEMPTS:
+        if outcome.uncertain:
+            _unknown(m, now, f"{outcome.uncertain}; not resent (a resend could duplicate)")
+            report.counts["uncertain"] += 1
+        elif outcome.transient and m.attempts < MAX_ATTEMPTS:
             _set(m, now, status=Message.Status.QUEUED, not_before=now + backoff(m.attempts),
                  error=outcome.transient[:500])
             _audit_message(m, now, "message.retry", outcome.transient, attempts=m.attempts)

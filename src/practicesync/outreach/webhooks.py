@@ -14,7 +14,7 @@ from practicesync.audit import events
 from practicesync.practices.models import Practice
 
 from .dispatch import TickReport, fall_back
-from .models import Message, OptOut
+from .models import Message, OptOut, StaffTask
 
 ACTOR = "twilio"
 S = Message.Status
@@ -95,6 +95,11 @@ def _apply(message: Message, sid: str, status: str, reported: str, error_code: s
                   why=f"Twilio reported {reported}", patient=message.patient, at=now,
                   detail={"message_id": message.id, "sid": sid, "from": previous, "to": status,
                           "twilio_status": reported, "error_code": error_code})
+    if previous == S.UNKNOWN:
+        # The receipt answers the question staff were asked: close their check.
+        StaffTask.objects.filter(message_id=message.id, kind=StaffTask.Kind.CHECK_SEND,
+                                 status=StaffTask.Status.OPEN).update(
+            status=StaffTask.Status.DONE, done_by=ACTOR, done_at=now)
     if status == S.FAILED and message.kind == Message.Kind.RESULTS:
         # A results follow-up never ends silently: next channel or a staff call.
         fall_back(message, now=now, report=TickReport())

@@ -1,6 +1,6 @@
 """The practice export (`practicesync.export/1`, DESIGN.md section 5). Keys never renamed."""
 
-from practicesync.outreach.models import Sequence
+from practicesync.outreach.models import Message, Sequence, StaffTask
 from practicesync.patients.models import Patient, ReviewItem, SyncRun
 from practicesync.results.models import Result, ResultGroup
 
@@ -54,13 +54,48 @@ def build_export(practice: Practice):
          "tab": r.tab or None, "location": r.location or None, "eligible": r.eligible,
          "reason": r.reason or None, "group_id": r.group_id, "notified": r.notified or None}
         for r in Result.objects.filter(practice=practice).order_by("id").iterator())
-    sequences = dict(Sequence.objects.filter(practice=practice).values_list("group_id", "state"))
+    sequences = {group_id: (state, position, due_at) for group_id, state, position, due_at in
+                 Sequence.objects.filter(practice=practice)
+                 .values_list("group_id", "state", "next_position", "due_at")}
     yield "result_groups", (
         {"id": g.id, "pms_id": g.patient.pms_id, "performed_on": _iso(g.performed_on),
          "action": g.action, "priority": g.priority, "disposition": g.disposition,
          "template": g.template.name if g.template else None, "state": g.state,
-         "sequence_state": sequences.get(g.id),
+         "sequence_state": _sequence(sequences, g.id)[0],
+         "sequence_next_step": _sequence(sequences, g.id)[1],
+         "sequence_due_at": _iso(_sequence(sequences, g.id)[2]),
          "checklist_done_by": g.checklist_done_by or None,
          "checklist_done_at": _iso(g.checklist_done_at)}
         for g in ResultGroup.objects.filter(practice=practice).select_related("patient", "template")
         .order_by("id"))
+    yield "messages", (
+        {"id": m["id"], "pms_id": m["patient__pms_id"], "group_id": m["group_id"],
+         "step": m["step"], "channel": m["channel"], "to": m["to"], "body": m["body"],
+         "status": m["status"], "created_at": _iso(m["created_at"]), "sent_at": _iso(m["sent_at"]),
+         "kind": m["kind"], "subject": m["subject"] or None,
+         "delivered_at": _iso(m["delivered_at"]), "error": m["error"] or None,
+         "bulk_id": m["bulk_id"], "sequence_id": m["sequence_id"]}
+        for m in Message.objects.filter(practice=practice).order_by("id").values(
+            "id", "patient__pms_id", "group_id", "step", "channel", "to", "body", "status",
+            "created_at", "sent_at", "kind", "subject", "delivered_at", "error", "bulk_id",
+            "sequence_id").iterator(chunk_size=2000))
+    yield "staff_tasks", (
+        {"id": t["id"], "pms_id": t["patient__pms_id"], "group_id": t["group_id"],
+         "kind": t["kind"], "reason": t["reason"], "status": t["status"],
+         "created_at": _iso(t["created_at"]), "done_by": t["done_by"] or None,
+         "done_at": _iso(t["done_at"]), "sequence_id": t["sequence_id"],
+         "message_id": t["message_id"]}
+        for t in StaffTask.objects.filter(practice=practice).order_by("id").values(
+            "id", "patient__pms_id", "group_id", "kind", "reason", "status", "created_at",
+            "done_by", "done_at", "sequence_id", "message_id").iterator(chunk_size=2000))
+
+
+def _sequence(sequences: dict, group_id: int) -> tuple:
+    """(state, next step, due at) of a group's sequence: the next step only while the sequence
+    is live, the due time only while it is active (a paused or ended one is due at no time,
+    whatever its row still holds)."""
+    if group_id not in sequences:
+        return None, None, None
+    state, position, due_at = sequences[group_id]
+    return (state, position if state in Sequence.LIVE else None,
+            due_at if state == Sequence.State.ACTIVE else None)

@@ -25,12 +25,18 @@ class PermanentError(Exception):
     """This message will never go this way (invalid number, unsubscribed, 4xx)."""
 
 
+class UncertainError(Exception):
+    """The provider may have taken the message (a read timeout after the request went):
+    sending again could send twice, so staff check instead."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     message_id: int
     ref: str = ""  # the provider's id for a sent message
     transient: str = ""
     permanent: str = ""
+    uncertain: str = ""
 
 
 class Provider:
@@ -40,6 +46,10 @@ class Provider:
 
     name = "provider"
     can_lookup = False
+    # How many messages go to `send_many` before their outcomes are written. A provider that
+    # cannot look up what it has sends one at a time, so a crash leaves at most one message
+    # for staff to check.
+    chunk = 1
 
     def __init__(self, channel: str):
         self.channel = channel
@@ -56,6 +66,8 @@ class Provider:
                 outcomes.append(Outcome(message.id, transient=str(e) or type(e).__name__))
             except PermanentError as e:
                 outcomes.append(Outcome(message.id, permanent=str(e) or type(e).__name__))
+            except UncertainError as e:
+                outcomes.append(Outcome(message.id, uncertain=str(e) or type(e).__name__))
         return outcomes
 
     def lookup(self, keys: list[str]) -> dict[str, str]:

@@ -15,6 +15,7 @@ class OutboxProvider(Provider):
 
     name = "outbox"
     can_lookup = True
+    chunk = 5000
 
     def send_many(self, messages) -> list[Outcome]:
         now = timezone.now()

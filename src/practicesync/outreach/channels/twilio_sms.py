@@ -14,7 +14,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioS
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from . import PermanentError, Provider, TransientError
+from . import PermanentError, Provider, TransientError, UncertainError
 
 # The library waits forever by default; a hung call would hold the whole batch.
 TIMEOUT = 30
@@ -102,9 +102,10 @@ class TwilioSmsProvider(Provider):
             return self.client.messages.create(**params).sid
         except (TwilioRestException, TwilioServiceException) as e:
             raise classify(e) from e
+        except (requests.ReadTimeout, requests.exceptions.ChunkedEncodingError) as e:
+            # The request went; Twilio may have taken it. A retry could send it twice.
+            raise UncertainError(f"twilio did not answer in time: {type(e).__name__}") from e
         except requests.RequestException as e:
-            # Includes read timeouts, where Twilio may have taken the message: a retry can
-            # then send it twice (the Provider interface has no "don't know" outcome).
             raise TransientError(f"twilio unreachable: {type(e).__name__}") from e
         except TwilioException as e:
             raise TransientError(f"twilio: {e}") from e
