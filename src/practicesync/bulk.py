@@ -1,11 +1,12 @@
-"""Plain INSERTs for the large writes of a sync run (see docs/adr/0006).
+"""Plain INSERTs (COPY on PostgreSQL) for the large writes of a sync run (docs/adr/0006).
 
 `bulk_create` spends most of a 100,000-patient run preparing each value through the field
 machinery; here each column gets one converter chosen once from its field, and the rows go
 to the database driver's `executemany` in batches.
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from operator import itemgetter
 
 from django.db import connection, models
@@ -42,26 +43,32 @@ def _converter(field: models.Field) -> Callable | None:
 def insert_rows(model: type[models.Model], rows: Iterable[dict], columns: list[str]) -> int:
     """INSERT `rows` (dicts keyed by field attname) into `model`'s table; returns the count."""
     fields = [model._meta.get_field(name) for name in columns]
-    convert = [_converter(f) for f in fields]
     quote = connection.ops.quote_name
-    sql = (f"INSERT INTO {quote(model._meta.db_table)} "
-           f"({', '.join(quote(f.column) for f in fields)}) "
-           f"VALUES ({', '.join(['%s'] * len(fields))})")
-    values_of = itemgetter(*columns) if len(columns) > 1 else lambda row: (row[columns[0]],)
-    converted = [(i, c) for i, c in enumerate(convert) if c is not None]
-    count, batch = 0, []
+    table, names = quote(model._meta.db_table), ", ".join(quote(f.column) for f in fields)
+    values = _driver_values(rows, columns, fields)
+    count = 0
     with connection.cursor() as cursor:
-        for row in rows:
-            values = values_of(row)
-            if converted:
-                values = list(values)
-                for i, c in converted:
-                    values[i] = c(values[i])
-            batch.append(values)
-            if len(batch) == BATCH:
-                cursor.executemany(sql, batch)
-                count, batch = count + len(batch), []
-        if batch:
+        if connection.vendor == "postgresql":
+            # COPY: several times faster than executemany's round trip a row.
+            with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                for row in values:
+                    copy.write_row(row)
+                    count += 1
+            return count
+        sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join(['%s'] * len(fields))})"
+        while batch := list(islice(values, BATCH)):
             cursor.executemany(sql, batch)
             count += len(batch)
     return count
+
+
+def _driver_values(rows: Iterable[dict], columns: list[str], fields) -> Iterator[tuple | list]:
+    values_of = itemgetter(*columns) if len(columns) > 1 else lambda row: (row[columns[0]],)
+    converted = [(i, c) for i, c in enumerate(map(_converter, fields)) if c is not None]
+    for row in rows:
+        values = values_of(row)
+        if converted:
+            values = list(values)
+            for i, c in converted:
+                values[i] = c(values[i])
+        yield values

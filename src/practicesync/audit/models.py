@@ -6,8 +6,11 @@ from practicesync.practices.models import Practice
 class AuditEvent(models.Model):
     """Who did what, when and why. Never updated or deleted."""
 
-    practice = models.ForeignKey(Practice, on_delete=models.PROTECT, related_name="audit_events")
-    at = models.DateTimeField(db_index=True)
+    # Indexes are few on purpose: a tick or a sync writes one event per change, 100,000 at a
+    # time. The audit log reads by practice and time, and by patient.
+    practice = models.ForeignKey(Practice, on_delete=models.PROTECT, related_name="audit_events",
+                                 db_index=False)
+    at = models.DateTimeField()
     actor = models.CharField(max_length=200)
     action = models.CharField(max_length=60)
     why = models.CharField(max_length=200, blank=True)
@@ -15,10 +18,16 @@ class AuditEvent(models.Model):
         "patients.Patient", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     sync_run = models.ForeignKey(
-        "patients.SyncRun", null=True, blank=True, on_delete=models.PROTECT, related_name="events"
+        "patients.SyncRun", null=True, blank=True, on_delete=models.PROTECT, related_name="events",
+        db_index=False,
     )
     # For patient changes: [{"field", "old", "new", "rule"}, ...]
     detail = models.JSONField(default=dict)
 
     class Meta:
         ordering = ["-at", "-id"]
+        indexes = [
+            models.Index(fields=["practice", "at"], name="audit_practice_at"),
+            models.Index(fields=["sync_run"], name="audit_sync_run",
+                         condition=models.Q(sync_run__isnull=False)),
+        ]

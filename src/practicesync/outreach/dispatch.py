@@ -84,9 +84,12 @@ def window_of(practice: Practice) -> dict:
 
 
 def _skip_locked(qs):
-    # PostgreSQL: several workers share the queue, each skipping rows another holds.
-    # SQLite serialises writers; the conditional UPDATE below is the claim there.
-    return qs.select_for_update(skip_locked=True) if connection.vendor == "postgresql" else qs
+    # PostgreSQL: several workers share the queue, each skipping rows another holds (and
+    # locking only the queue's own rows, not the patients joined in). SQLite serialises
+    # writers; the conditional UPDATE after it is the claim there.
+    if connection.vendor == "postgresql":
+        return qs.select_for_update(skip_locked=True, of=("self",))
+    return qs
 
 
 # --- 1. due steps -------------------------------------------------------------------------
@@ -178,8 +181,8 @@ def take_due_steps(practice: Practice, *, now: dt.datetime, report: TickReport) 
                 due = list(_skip_locked(Sequence.objects.filter(
                     practice=practice, state=Sequence.State.ACTIVE, due_at__lte=now)
                     .order_by("due_at", "id"))
-                    .values("id", "group_id", "group__patient_id", "template_id", "next_position",
-                            *(f"group__patient__{f}" for f in PATIENT_FIELDS))[:BATCH])
+                    .values_list(*SEQUENCE_FIELDS, *(f"group__patient__{f}" for f in PATIENT_FIELDS))
+                    [:BATCH])
                 if not due:
                     return
                 batch = TickReport()
@@ -189,15 +192,20 @@ def take_due_steps(practice: Practice, *, now: dt.datetime, report: TickReport) 
         report.counts.update(batch.counts)
 
 
-def _take_steps(facts: PracticeFacts, due: list[dict], *, now, report) -> None:
+SEQUENCE_FIELDS = ("id", "group_id", "template_id", "next_position")
+
+
+def _take_steps(facts: PracticeFacts, rows: list[tuple], *, now, report) -> None:
+    """rows: SEQUENCE_FIELDS then the patient's PATIENT_FIELDS, per due sequence."""
     practice = facts.practice
+    split = len(SEQUENCE_FIELDS)
+    due = [dict(zip(SEQUENCE_FIELDS, r[:split], strict=True), group__patient_id=r[split]) for r in rows]
     steps = steps_of({s["template_id"] for s in due})
-    prefix = len("group__patient__")
     need_booked = any(steps[s["template_id"]].get(s["next_position"]) is not None
                       and steps[s["template_id"]][s["next_position"]].condition for s in due)
     recipients = facts.recipients({s["group__patient_id"] for s in due}, need_booked=need_booked,
-                                  patients=[
-        {k[prefix:]: v for k, v in s.items() if k.startswith("group__patient__")} for s in due])
+                                  patients=[dict(zip(PATIENT_FIELDS, r[split:], strict=True))
+                                            for r in rows])
     messages, tasks, events = [], [], []
     # (state, next_position, due_at, reason) -> [(sequence id, position it was at)]
     moves = defaultdict(list)
@@ -394,18 +402,33 @@ class Outgoing:
 OUTGOING_FIELDS = [f for f in Outgoing.__slots__]
 
 
+class ClaimedElsewhere(Exception):
+    pass
+
+
 def _claim(practice, now, limit) -> list[Outgoing]:
-    with transaction.atomic():
-        ids = list(_skip_locked(Message.objects.filter(
-            practice=practice, status=Message.Status.QUEUED, not_before__lte=now)
-            .order_by("not_before", "id")).values_list("id", flat=True)[:limit])
-        if not ids:
-            return []
-        Message.objects.filter(id__in=ids, status=Message.Status.QUEUED).update(
-            status=Message.Status.SENDING, not_before=now + LEASE, attempts=F("attempts") + 1)
-    return [Outgoing(*row) for row in Message.objects.filter(
-        id__in=ids, status=Message.Status.SENDING, not_before=now + LEASE)
-        .values_list(*OUTGOING_FIELDS)]
+    """Take up to `limit` due messages for this worker: status sending, the lease in
+    not_before. PostgreSQL: rows another worker holds are skipped. SQLite: a writer that got
+    in first makes this transaction fail and the claim is tried again."""
+    while True:
+        try:
+            with transaction.atomic():
+                claimed = [Outgoing(*row) for row in _skip_locked(Message.objects.filter(
+                    practice=practice, status=Message.Status.QUEUED, not_before__lte=now)
+                    .order_by("not_before", "id")).values_list(*OUTGOING_FIELDS)[:limit]]
+                if not claimed:
+                    return []
+                taken = Message.objects.filter(
+                    id__in=[m.id for m in claimed], status=Message.Status.QUEUED).update(
+                    status=Message.Status.SENDING, not_before=now + LEASE,
+                    attempts=F("attempts") + 1)
+                if taken != len(claimed):
+                    raise ClaimedElsewhere
+        except ClaimedElsewhere:
+            continue
+        for m in claimed:
+            m.status, m.attempts = Message.Status.SENDING, m.attempts + 1
+        return claimed
 
 
 def _deliver(messages: list[Outgoing], *, now, report) -> None:
@@ -423,13 +446,12 @@ def _deliver(messages: list[Outgoing], *, now, report) -> None:
 
 def _apply_outcomes(batch, outcomes: dict[int, Outcome], *, provider, now, report) -> None:
     sent = [m for m in batch if outcomes[m.id].ref]
-    table, quote = Message._meta.db_table, connection.ops.quote_name
-    with connection.cursor() as cursor:
-        cursor.executemany(
-            f"UPDATE {quote(table)} SET status = %s, sent_at = %s, provider = %s, provider_ref = %s "
-            f"WHERE id = %s AND status = %s",
-            [(Message.Status.SENT, connection.ops.adapt_datetimefield_value(now), provider,
-              outcomes[m.id].ref, m.id, Message.Status.SENDING) for m in sent])
+    by_ref = defaultdict(list)  # the outbox gives one ref for all; Twilio one per message
+    for m in sent:
+        by_ref[outcomes[m.id].ref].append(m.id)
+    for ref, ids in by_ref.items():
+        Message.objects.filter(id__in=ids, status=Message.Status.SENDING).update(
+            status=Message.Status.SENT, sent_at=now, provider=provider, provider_ref=ref)
     for practice_id in {m.practice_id for m in sent}:
         insert_audit(practice_id, now, [
             ("message.sent", f"{m.kind} via {provider}", m.patient_id,

@@ -1,4 +1,5 @@
 from django.db import models
+from django.db.models import Q
 
 from practicesync.patients.models import Patient
 from practicesync.practices.models import Practice
@@ -95,16 +96,18 @@ class Message(models.Model):
         # A send interrupted where the provider cannot say whether it went: staff check.
         UNKNOWN = "unknown"
 
-    practice = models.ForeignKey(Practice, on_delete=models.PROTECT, related_name="messages")
+    # Few indexes on purpose (a tick writes and updates 100,000 rows): see Meta.
+    practice = models.ForeignKey(Practice, on_delete=models.PROTECT, related_name="messages",
+                                 db_index=False)
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="messages")
     kind = models.CharField(max_length=10, choices=Kind.choices)
     group = models.ForeignKey(ResultGroup, null=True, blank=True, on_delete=models.PROTECT,
-                              related_name="messages")
+                              related_name="messages", db_index=False)
     sequence = models.ForeignKey(Sequence, null=True, blank=True, on_delete=models.PROTECT,
-                                 related_name="messages")
+                                 related_name="messages", db_index=False)
     step = models.PositiveSmallIntegerField(null=True, blank=True)
     bulk = models.ForeignKey("BulkMessage", null=True, blank=True, on_delete=models.PROTECT,
-                             related_name="messages")
+                             related_name="messages", db_index=False)
     channel = models.CharField(max_length=10, choices=Channel.choices)
     to = models.CharField(max_length=2000)  # a number, an address, or a push endpoint
     subject = models.CharField(max_length=200, blank=True)
@@ -124,8 +127,19 @@ class Message(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["status", "not_before"], name="message_due"),
-                   models.Index(fields=["provider", "provider_ref"], name="message_provider_ref")]
+        indexes = [
+            # The work queue: a practice's queued messages by time.
+            models.Index(fields=["practice", "status", "not_before"], name="message_queue"),
+            # A group's messages (results page), and a step's tries (fallback) by sequence.
+            models.Index(fields=["group"], name="message_group",
+                         condition=Q(group__isnull=False)),
+            models.Index(fields=["sequence", "step"], name="message_sequence_step",
+                         condition=Q(sequence__isnull=False)),
+            models.Index(fields=["bulk"], name="message_bulk", condition=Q(bulk__isnull=False)),
+            # Delivery receipts find their message by the provider's id; the outbox has none.
+            models.Index(fields=["provider", "provider_ref"], name="message_provider_ref",
+                         condition=~Q(provider__in=["", "outbox"])),
+        ]
 
 
 class StaffTask(models.Model):

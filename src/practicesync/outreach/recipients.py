@@ -5,21 +5,21 @@ back (push, SMS, email) and, when none is left, becomes a staff call task. Ad-ho
 bulk messages go on the channel staff chose or not at all, with the reason recorded.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 # The order of fallback when a step's own channel is not possible (DESIGN.md section 4:
 # push first where the patient has the app, then SMS, email where there is no mobile).
 FALLBACK_ORDER = ("push", "sms", "email")
 
 
-@dataclass(frozen=True)
-class Recipient:
+class Recipient(NamedTuple):
     status: str  # active | left | deceased
     age: int
     mobile: str | None = None
     email: str | None = None
     push: str | None = None  # endpoint of an active push subscription
-    opted_out: frozenset = field(default_factory=frozenset)  # channels refused at these addresses
+    opted_out: frozenset = frozenset()  # channels refused at these addresses
     shared_mobile: bool = False  # the mobile is on several patients' records
     booked: bool = False
 
@@ -30,8 +30,7 @@ class Policy:
     teen_until: int = 17
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     action: str  # send | task | skip
     channel: str | None = None
     to: str | None = None

@@ -6,6 +6,7 @@ from practicesync.bulk import insert_rows
 from ..models import OutboxEntry
 from . import Outcome, Provider
 
+REF = "outbox"
 COLUMNS = ["practice_id", "idempotency_key", "channel", "to", "subject", "body", "created_at"]
 
 
@@ -24,12 +25,13 @@ class OutboxProvider(Provider):
                                        "idempotency_key": m.idempotency_key, "channel": m.channel,
                                        "to": m.to, "subject": m.subject, "body": m.body,
                                        "created_at": now} for m in messages), COLUMNS)
-        return [Outcome(m.id, ref=f"outbox:{m.idempotency_key}") for m in messages]
+        # The outbox keeps each entry under its idempotency key: that is the reference.
+        return [Outcome(m.id, ref=REF) for m in messages]
 
     def send(self, message) -> str:
         return self.send_many([message])[0].ref
 
     def lookup(self, keys: list[str]) -> dict[str, str]:
-        return {key: f"outbox:{key}" for key in
+        return {key: REF for key in
                 OutboxEntry.objects.filter(idempotency_key__in=keys, channel=self.channel)
                 .values_list("idempotency_key", flat=True)}
