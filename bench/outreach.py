@@ -138,20 +138,21 @@ def tick_process(slug: str, now: dt.datetime) -> subprocess.Popen:
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def kill9_run(slug: str, workers: int) -> dict:
+def kill9_run(slug: str, workers: int, rounds: int = KILL_ROUNDS,
+              kill_after: tuple[float, float] = (0.8, 4.0)) -> dict:
     from practicesync.outreach.dispatch import LEASE
 
     rng = random.Random(SEED)
-    now, kills, rounds = monday_10am(), 0, 0
-    for _ in range(KILL_ROUNDS):
+    now, kills, done = monday_10am(), 0, 0
+    for _ in range(rounds):
         procs = [tick_process(slug, now) for _ in range(workers)]
-        time.sleep(rng.uniform(0.8, 4.0))
+        time.sleep(rng.uniform(*kill_after))
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
                 kills += 1
             p.wait()
-        rounds += 1
+        done += 1
         now += LEASE + dt.timedelta(seconds=1)  # interrupted sends are due for recovery
     # Then run to the end, as a restarted worker would.
     for _ in range(5):
@@ -159,9 +160,9 @@ def kill9_run(slug: str, workers: int) -> dict:
         for p in procs:
             if p.wait() != 0:
                 raise InsaneCounts(f"a tick after the kills failed: {p.stderr.read()[-2000:]}")
-        rounds += 1
+        done += 1
         now += LEASE + dt.timedelta(seconds=1)
-    return {"kills": kills, "rounds": rounds}
+    return {"kills": kills, "rounds": done}
 
 
 def kill9_counts(practice_id: int) -> dict:
@@ -224,3 +225,33 @@ def bench_outreach(work: Path, backend: str) -> tuple[list[Result], list[str]]:
         f"the end; messages by status {counts['statuses']}.",
     ]
     return results, notes
+
+
+def main(argv=None) -> int:
+    """`python -m bench.outreach kill9`: the kill -9 run alone, on the database the
+    environment names (PRACTICESYNC_HOME's SQLite or DATABASE_URL), printing its counts as
+    JSON. The test suite runs it small on both backends (tests/test_outreach_kill9.py)."""
+    import argparse
+
+    from bench.common import migrate, setup_django
+
+    parser = argparse.ArgumentParser(prog="python -m bench.outreach")
+    parser.add_argument("run", choices=["kill9"])
+    parser.add_argument("--sends", type=int, default=KILL_SENDS)
+    parser.add_argument("--rounds", type=int, default=KILL_ROUNDS)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--kill-after", type=float, nargs=2, default=(0.8, 4.0))
+    args = parser.parse_args(argv)
+    setup_django(Path(os.environ.get("PRACTICESYNC_HOME", "var")))
+    migrate()
+    from practicesync.practices.models import Practice
+
+    practice_id = seed_due_sequences("Kill Nine", args.sends)
+    run = kill9_run(Practice.objects.get(id=practice_id).slug, args.workers, args.rounds,
+                    tuple(args.kill_after))
+    print(json.dumps(run | kill9_counts(practice_id)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

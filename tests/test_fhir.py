@@ -145,6 +145,23 @@ def test_a_patient_that_cannot_make_a_row_is_refused_by_fhir_path(raw, code, whe
     assert mapped.error.as_dict()["message"].startswith("t.json Patient")
 
 
+@pytest.mark.parametrize("system, pms_id, code", [
+    ("urn:bp:patient", "B7", None),
+    ("urn:oid:1.2.36.99", "O5", None),           # urn:oid: optional on either side
+    ("urn:elsewhere", None, "no_pms_id"),          # named but absent: no guessing by type or id
+    ("", "P100", None),                            # not set: type PI/MR, as before
+])
+def test_a_practice_can_name_the_identifier_system_of_its_pms_id(system, pms_id, code):
+    raw = patient("res-1", [ident("urn:hospital", "P100", "MR"), ident("urn:bp:patient", "B7"),
+                            ident("1.2.36.99", "O5")])
+    mapped = map_patient(item(raw), country="GB", pms_id_system=system)
+    if code:
+        assert (mapped.row, mapped.error.code) == (None, code)
+        assert system in mapped.error.reason
+    else:
+        assert mapped.row["pms_id"] == pms_id
+
+
 def test_an_invalid_resource_is_named_by_its_fhir_path():
     found = validate(3, "a.json:entry[2]", patient(birth="1980-13-01"))
     assert found.resource is None

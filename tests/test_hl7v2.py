@@ -250,6 +250,37 @@ def test_which_pid3_identifier_is_the_pms_id(pid3, pms_id):
         assert mapped.patients[0].row["pms_id"] == pms_id
 
 
+@pytest.mark.parametrize("pid3, system, pms_id", [
+    # The practice names its PMS's assigning authority: that one, whatever the type order.
+    ("H1^^^HOSP^PI~B7^^^BPS^MR", "BPS", "B7"),
+    ("H1^^^HOSP^PI~B7^^^&1.2.36.1.2001.1003.0.8003^MR", "urn:oid:1.2.36.1.2001.1003.0.8003",
+     "B7"),
+    ("H1^^^HOSP^PI~B7^^^bps", "BPS", "B7"),          # authority matched case-insensitively
+    ("H1^^^HOSP^PI", "BPS", None),                    # no guessing by type once it is named
+    ("X9", "BPS", None),
+    ("H1^^^HOSP^MR~P1^^^PMS^PI", "", "P1"),           # not set: as before, by type
+])
+def test_a_practice_can_name_the_assigning_authority_of_its_pms_id(pid3, system, pms_id):
+    message = one(hl7(msh(), f"PID|1||{pid3}||Lee^Ann||19800102"))
+    mapped = map_adt(message, pms="docman10", country="GB", pms_id_system=system)
+    if pms_id is None:
+        assert [(e.code, e.field) for e in mapped.errors] == [("no_pms_id", "PID-3")]
+        assert f"assigning authority {system}" in mapped.errors[0].reason
+    else:
+        assert mapped.patients[0].row["pms_id"] == pms_id
+
+
+def test_oru_and_merge_honour_the_pms_id_system_too():
+    pid = "PID|1||H1^^^HOSP^PI~B7^^^BPS^MR||Lee^Ann||19800102"
+    obr = "OBR|1||F1^QML|FBC^Full blood count|||20260101"
+    result = one(hl7(msh("ORU^R01", "M1", "LAB^QML"), pid, obr))
+    assert map_oru(result, pms="bestpractice").results[0]["pms_id"] == "H1"
+    assert map_oru(result, pms="bestpractice", pms_id_system="BPS").results[0]["pms_id"] == "B7"
+    merge = one(hl7(msh("ADT^A40"), pid, "MRG|B6^^^BPS^MR~H0^^^HOSP^PI"))
+    [found] = map_adt(merge, pms="bestpractice", country="AU", pms_id_system="BPS").merges
+    assert (found.pms_id, found.prior_pms_id) == ("B7", "B6")
+
+
 @pytest.mark.parametrize("pid, code, field", [
     ("PID|1||P1^^^^PI||Lee||19800102", "no_name", "PID-5"),
     ("PID|1||P1^^^^PI||Lee^Ann||1980", "bad_dob", "PID-7"),

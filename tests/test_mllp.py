@@ -441,6 +441,9 @@ class FakeInbox:
         self.raw.setdefault(key, raw)
         return Stored(self.rows[key], duplicate, "accepted", conflict=self.raw[key] != raw)
 
+    def accept_many(self, items):
+        return [self.accept(header, raw) for header, raw in items]
+
     def reject(self, header, raw, reason):
         self.dead.append(raw)
 
@@ -626,3 +629,178 @@ def test_with_no_process_the_listener_only_acks_and_the_worker_applies(home):
         assert running.stop()[0] == 0
     finally:
         running.kill()
+
+
+# --- group commit ----------------------------------------------------------------------------
+
+class GroupingInbox(FakeInbox):
+    """A FakeInbox that records the size of every group it was asked to store."""
+
+    def __init__(self):
+        super().__init__()
+        self.groups: list[int] = []
+
+    def accept_many(self, items):
+        time.sleep(0.05)      # a commit in flight: the frames arriving meanwhile queue up
+        self.groups.append(len(items))
+        return super().accept_many(items)
+
+
+def test_frames_arriving_during_a_commit_are_stored_together_and_each_answered():
+    inbox = GroupingInbox()
+
+    async def run():
+        listener = Listener(inbox, threads=1)
+        frames = [oru(f"G-{n}").encode() for n in range(12)] + [oru("G-3").encode()]
+        return await asyncio.gather(*(listener.handle_frame(f) for f in frames))
+
+    acks = asyncio.run(run())
+    assert [a.split(b"\r")[1] for a in acks] == (
+        [f"MSA|AA|G-{n}".encode() for n in range(12)] + [b"MSA|AA|G-3"])
+    assert sum(inbox.groups) == 13 and max(inbox.groups) > 1
+
+
+def _header_and_raw(message: str):
+    header, rejection = read_msh(message.encode())
+    assert rejection is None
+    return header, message.encode()
+
+
+def test_a_group_gives_every_frame_the_answer_it_would_have_had_alone(practice):
+    from practicesync.connectors.hl7v2 import inbox
+    from practicesync.connectors.hl7v2.models import InboundMessage
+
+    stored = _store(practice, oru("GR-OLD"))
+    group = [oru("GR-1"), oru("GR-1"), oru("GR-2", pms_id="P1"), oru("GR-2", pms_id="P2"),
+             oru("GR-3")]
+    out = inbox.accept_many(practice.id, [_header_and_raw(m) for m in group])
+    assert [(o.duplicate, o.conflict) for o in out] == [
+        (False, False), (True, False), (False, False), (True, True), (False, False)]
+    assert out[0].row_id == out[1].row_id and out[2].row_id == out[3].row_id
+    # A resend of a stored key sends the group down the one-by-one path: same answers.
+    again = inbox.accept_many(practice.id, [_header_and_raw(m) for m in
+                                            (oru("GR-OLD"), oru("GR-4"), oru("GR-1"))])
+    assert [(o.row_id == stored.row_id, o.duplicate) for o in again[:1]] == [(True, True)]
+    assert [o.duplicate for o in again] == [True, False, True]
+    assert InboundMessage.objects.filter(practice=practice).count() == 5
+
+
+def test_one_frame_failing_does_not_take_its_group_down(practice, monkeypatch):
+    from practicesync.connectors.hl7v2 import inbox
+    from practicesync.connectors.hl7v2.models import InboundMessage
+
+    _store(practice, oru("GF-OLD"))
+    real = inbox.accept
+
+    def accept(practice_id, header, raw):
+        if header.control_id == "GF-POISON":
+            raise inbox.IntegrityError("this one cannot be stored")
+        return real(practice_id, header, raw)
+
+    monkeypatch.setattr(inbox, "accept", accept)
+    out = inbox.accept_many(practice.id, [_header_and_raw(m) for m in
+                                          (oru("GF-1"), oru("GF-OLD"), oru("GF-POISON"),
+                                           oru("GF-2"))])
+    assert isinstance(out[2], Exception)
+    assert [(o.duplicate, o.conflict) for o in (out[0], out[1], out[3])] == [
+        (False, False), (True, False), (False, False)]
+    assert set(InboundMessage.objects.values_list("control_id", flat=True)) == {
+        "GF-OLD", "GF-1", "GF-2"}
+
+
+def test_a_store_failure_in_a_group_is_ae_for_that_frame_only():
+    class Poisoned(FakeInbox):
+        def accept_many(self, items):
+            return [RuntimeError("disk full") if h.control_id == "X-2" else self.accept(h, r)
+                    for h, r in items]
+
+    async def run():
+        listener = Listener(Poisoned(), threads=1)
+        return await asyncio.gather(*(listener.handle_frame(oru(c).encode())
+                                      for c in ("X-1", "X-2", "X-3")))
+
+    codes = [a.split(b"\r")[1][:7] for a in asyncio.run(run())]
+    assert codes == [b"MSA|AA|", b"MSA|AE|", b"MSA|AA|"]
+
+
+# --- dead-letter flood cap -------------------------------------------------------------------
+
+def test_refused_frames_over_the_hourly_cap_are_counted_not_kept(practice, settings, caplog):
+    from django.utils import timezone
+
+    from practicesync.connectors.hl7v2 import inbox
+    from practicesync.connectors.hl7v2.models import DeadLetterOverflow, InboundMessage
+
+    settings.PRACTICESYNC_DEAD_LETTER_CAP = 3
+    garbage = b"MSH|^~\\&|SPEW|X|PS|PS|20260101||ZZZ^Z01|Z-%d|P|2.4"
+    with caplog.at_level("WARNING", logger="practicesync.connectors.hl7v2.inbox"):
+        kept = [inbox.reject(practice.id, read_msh(garbage % n)[0], garbage % n, "MSH-9: no")
+                for n in range(8)]
+    assert [k is not None for k in kept] == [True] * 3 + [False] * 5
+    assert InboundMessage.objects.filter(practice=practice, refused=True).count() == 3
+    [overflow] = DeadLetterOverflow.objects.filter(practice=practice)
+    assert overflow.dropped == 5 and overflow.last_reason == "MSH-9: no"
+    warnings = [r for r in caplog.records if "dead-letter cap" in r.getMessage()]
+    assert len(warnings) == 1      # one per incident, not one per message
+
+    # The same flood going on into the next hour: the cap starts again, no new warning.
+    InboundMessage.objects.filter(practice=practice).update(
+        received_at=timezone.now() - dt.timedelta(hours=1))
+    DeadLetterOverflow.objects.filter(practice=practice).update(
+        hour=inbox._hour(timezone.now()) - dt.timedelta(hours=1))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="practicesync.connectors.hl7v2.inbox"):
+        kept = [inbox.reject(practice.id, read_msh(garbage % n)[0], garbage % n, "MSH-9: no")
+                for n in range(10, 15)]
+    assert [k is not None for k in kept] == [True] * 3 + [False] * 2
+    assert not [r for r in caplog.records if "dead-letter cap" in r.getMessage()]
+    assert DeadLetterOverflow.objects.filter(practice=practice).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)     # the listener's threads use their own connections
+def test_over_the_cap_the_sender_still_gets_ar_with_the_reason(practice, settings):
+    from practicesync.connectors.hl7v2.mllp import Inbox
+
+    settings.PRACTICESYNC_DEAD_LETTER_CAP = 1
+
+    async def run():
+        listener = Listener(Inbox(practice.id), threads=1)
+        out = []
+        for n in range(3):
+            out.append(await listener.handle_frame(
+                f"MSH|^~\\&|A|B|C|D|20260101||MDM^T02|M-{n}|P|2.4".encode()))
+        return out
+
+    for n, ack in enumerate(asyncio.run(run())):
+        lines = ack.split(b"\r")
+        assert lines[1].startswith(f"MSA|AR|M-{n}|message type MDM^T02".encode())
+        assert lines[2].startswith(b"ERR||MSH^1^9|200")
+
+
+# --- practice settings: `practice hl7` -------------------------------------------------------
+
+def test_practice_hl7_sets_the_ack_mode_and_pms_id_system_audited(practice):
+    from practicesync.audit.models import AuditEvent
+    from tests.cli import run, run_json
+
+    code, data = run_json("practice", "hl7", "--practice", practice.slug, "--ack-mode",
+                          "original", "--pms-id-system", " BPS ")
+    assert code == 0 and (data["hl7_ack_mode"], data["pms_id_system"]) == ("original", "BPS")
+    practice.refresh_from_db()
+    assert (practice.hl7_ack_mode, practice.pms_id_system) == ("original", "BPS")
+    event = AuditEvent.objects.filter(practice=practice,
+                                      action="practice.hl7_settings_changed").get()
+    assert event.detail == {"hl7_ack_mode": "original", "pms_id_system": "BPS"}
+    code, data = run_json("practice", "hl7", "--practice", practice.slug, "--pms-id-system", "")
+    assert code == 0 and (data["hl7_ack_mode"], data["pms_id_system"]) == ("original", None)
+    assert run("practice", "hl7", "--practice", practice.slug)[0] == 2
+    assert run("practice", "hl7", "--practice", practice.slug, "--ack-mode", "later")[0] == 2
+
+
+def test_mllp_tls_options_go_together(practice, tmp_path):
+    from tests.cli import run
+
+    assert run("mllp", "--practice", practice.slug, "--tls-cert", str(tmp_path / "c.pem"))[0] == 2
+    (tmp_path / "c.pem").write_text("not a certificate")
+    assert run("mllp", "--practice", practice.slug, "--tls-cert", str(tmp_path / "c.pem"),
+               "--tls-key", str(tmp_path / "c.pem"))[0] == 2

@@ -181,6 +181,8 @@ TWILIO_STATUS_CALLBACK_URL = os.environ.get("TWILIO_STATUS_CALLBACK_URL", "")
 TWILIO_API_BASE = os.environ.get("TWILIO_API_BASE", "")
 
 PRACTICESYNC_EMAIL_FROM = os.environ.get("PRACTICESYNC_EMAIL_FROM", "practicesync@localhost")
+# HL7 inbox: refused frames kept per practice per hour; beyond it they are only counted.
+PRACTICESYNC_DEAD_LETTER_CAP = int(os.environ.get("PRACTICESYNC_DEAD_LETTER_CAP", "1000"))
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
 EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))

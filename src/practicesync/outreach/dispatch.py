@@ -304,32 +304,37 @@ def insert_audit(practice_id: int, now, events, actor: str = WORKER) -> None:
 # --- 2. interrupted sends ------------------------------------------------------------------
 
 def recover_interrupted_sends(*, now, report, practices) -> None:
-    stuck = list(Message.objects.filter(status=Message.Status.SENDING, not_before__lt=now,
-                                        practice__in=practices))
-    by_channel = defaultdict(list)
-    for message in stuck:
-        by_channel[message.channel].append(message)
-    for channel, messages in by_channel.items():
-        provider = provider_for(channel)
-        known = provider.lookup([m.idempotency_key for m in messages]) if provider.can_lookup else {}
-        with transaction.atomic():
-            for m in messages:
-                if m.idempotency_key in known:
-                    outcome = "recovered_sent"
-                    _set(m, now, status=Message.Status.SENT, sent_at=now, provider=provider.name,
-                         provider_ref=known[m.idempotency_key])
-                    why = "interrupted send: the provider has it"
-                elif provider.can_lookup:
-                    outcome = "recovered_requeued"
-                    _set(m, now, status=Message.Status.QUEUED, not_before=now)
-                    why = "interrupted send: the provider never got it; sending again"
-                else:
-                    outcome = "recovered_unknown"
-                    _unknown(m, now, "interrupted send; the provider cannot say whether it went")
-                    report.counts[outcome] += 1
-                    continue
-                _audit_message(m, now, f"message.{outcome}", why)
-                report.counts[outcome] += 1
+    with transaction.atomic():
+        # Held while recovering, so two workers never recover (and audit) one send twice.
+        stuck = list(_skip_locked(Message.objects.filter(
+            status=Message.Status.SENDING, not_before__lt=now, practice__in=practices)))
+        by_channel = defaultdict(list)
+        for message in stuck:
+            by_channel[message.channel].append(message)
+        for channel, messages in by_channel.items():
+            _recover(channel, messages, now=now, report=report)
+
+
+def _recover(channel: str, messages: list[Message], *, now, report) -> None:
+    provider = provider_for(channel)
+    known = provider.lookup([m.idempotency_key for m in messages]) if provider.can_lookup else {}
+    for m in messages:
+        if m.idempotency_key in known:
+            outcome = "recovered_sent"
+            _set(m, now, status=Message.Status.SENT, sent_at=now, provider=provider.name,
+                 provider_ref=known[m.idempotency_key])
+            why = "interrupted send: the provider has it"
+        elif provider.can_lookup:
+            outcome = "recovered_requeued"
+            _set(m, now, status=Message.Status.QUEUED, not_before=now)
+            why = "interrupted send: the provider never got it; sending again"
+        else:
+            outcome = "recovered_unknown"
+            _unknown(m, now, "interrupted send; the provider cannot say whether it went")
+            report.counts[outcome] += 1
+            continue
+        _audit_message(m, now, f"message.{outcome}", why)
+        report.counts[outcome] += 1
 
 
 def _unknown(m, now, why: str) -> None:

@@ -75,6 +75,27 @@ def schedule_nightly_sync(*, actor: str, practice: Practice, source: str, fmt: s
 
 
 @transaction.atomic
+def set_hl7_settings(*, actor: str, practice: Practice, ack_mode: str | None = None,
+                     pms_id_system: str | None = None) -> Practice:
+    """The practice's HL7 v2 / FHIR feed settings; None leaves a setting as it is."""
+    changed = {}
+    if ack_mode is not None:
+        if ack_mode not in Practice.Hl7AckMode.values:
+            raise ValueError(f"ack mode {ack_mode!r}: use one of {Practice.Hl7AckMode.values}")
+        changed["hl7_ack_mode"] = ack_mode
+    if pms_id_system is not None:
+        changed["pms_id_system"] = pms_id_system.strip()
+    if not changed:
+        return practice
+    for name, value in changed.items():
+        setattr(practice, name, value)
+    practice.save(update_fields=list(changed))
+    events.record(practice=practice, actor=actor, action="practice.hl7_settings_changed",
+                  detail=changed)
+    return practice
+
+
+@transaction.atomic
 def add_staff(*, actor: str, practice: Practice, email: str, role: str,
               password: str | None = None) -> Membership:
     user_model = get_user_model()

@@ -17,6 +17,10 @@ class Practice(models.Model):
         AU = "AU", "Australia"
         GB = "GB", "United Kingdom"
 
+    class Hl7AckMode(models.TextChoices):
+        COMMIT = "commit", "ACK once stored (commit accept)"
+        ORIGINAL = "original", "ACK once applied (original mode)"
+
     slug = models.SlugField(unique=True)
     name = models.CharField(max_length=200)
     pms = models.CharField(max_length=20, choices=PMS.choices)
@@ -48,6 +52,13 @@ class Practice(models.Model):
     stop_all = models.BooleanField(default=False)  # the global stop-all switch
     booking_url = models.URLField(max_length=500, blank=True)
     video_base_url = models.URLField(max_length=500, default="https://video.example.org/room/")
+
+    # HL7 v2 / FHIR feeds (docs/adr/0010): when `practicesync mllp` answers, unless --mode says;
+    # and the identifier system (PID-3 assigning authority, Patient.identifier.system) that is
+    # the PMS's record number. Empty: picked by identifier type (PI, then MR), as before.
+    hl7_ack_mode = models.CharField(max_length=8, choices=Hl7AckMode.choices,
+                                    default=Hl7AckMode.COMMIT)
+    pms_id_system = models.CharField(max_length=200, blank=True, default="")
 
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -9,7 +9,10 @@ validates check digits and placeholders and reports the field):
   the 10-digit card number and the IRN in one 11-digit value, which the row check accepts.
 - PMS id: the first identifier of type PI (patient internal identifier), else MR (medical
   record number) (HL7 table v2-0203, as PID-3 in HL7 v2), else the resource's own id: the
-  id a PMS's FHIR server gives its patients. Identifiers with use "old" are not taken.
+  id a PMS's FHIR server gives its patients. Identifiers with use "old" are not taken. A
+  practice that names its PMS's identifier system (`Practice.pms_id_system`, passed in as
+  `pms_id_system`) takes the first identifier of that system (`urn:oid:` optional), and only
+  that: neither type nor resource id is then guessed from.
 """
 
 import datetime as dt
@@ -85,8 +88,16 @@ def _current(things) -> list:
 
 # --- Patient ---------------------------------------------------------------------------------
 
-def pms_id_of(patient) -> str:
+def _system(text: str) -> str:
+    return text.strip().removeprefix("urn:oid:")
+
+
+def pms_id_of(patient, pms_id_system: str = "") -> str:
     identifiers = [i for i in _current(patient.identifier) if i.value]
+    if pms_id_system.strip():
+        wanted = _system(pms_id_system)
+        return next((i.value.strip() for i in identifiers if _system(i.system or "") == wanted),
+                    "")
     for wanted in PMS_ID_TYPES:
         for identifier in identifiers:
             if wanted in _codes(identifier.type):
@@ -137,13 +148,16 @@ def _contacts(row: dict, patient, country: str) -> None:
             row[column] = row[column] or value
 
 
-def map_patient(item: Item, *, country: str) -> Mapped:
+def map_patient(item: Item, *, country: str, pms_id_system: str = "") -> Mapped:
     patient = item.resource
-    pms_id = pms_id_of(patient)
+    pms_id = pms_id_of(patient, pms_id_system)
 
     def reject(where: str, reason: str, code: str) -> Mapped:
         return Mapped(error=FhirError(item.number, item.ref, where, reason, code, pms_id or None))
 
+    if not pms_id and pms_id_system.strip():
+        return reject("Patient.identifier", f"no PMS patient id: no identifier of system "
+                                            f"{pms_id_system.strip()}", "no_pms_id")
     if not pms_id:
         return reject("Patient.identifier", "no PMS patient id: no identifier of type PI or MR "
                                             "and no resource id", "no_pms_id")

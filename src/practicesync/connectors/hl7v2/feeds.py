@@ -78,12 +78,13 @@ def _messages(feed, source, accepts, expected: str):
             yield item
 
 
-def read_patient_feed(source, *, pms: str, country: str) -> PatientFeed:
+def read_patient_feed(source, *, pms: str, country: str, pms_id_system: str = "") -> PatientFeed:
     feed = PatientFeed()
     latest: dict[str, tuple[int, PatientRow]] = {}
     for item in _messages(feed, source, lambda m: m.message_code == "ADT",
                           "ADT^A04/A08/A28/A31/A40 for patients"):
-        mapped = _mapped(map_adt, item.message, pms=pms, country=country)
+        mapped = _mapped(map_adt, item.message, pms=pms, country=country,
+                         pms_id_system=pms_id_system)
         feed.errors += [error_dict(item.number, item.ref, e) for e in mapped.errors]
         for patient in mapped.patients:
             latest.pop(patient.row["pms_id"], None)  # re-inserted last: arrival order kept
@@ -103,13 +104,13 @@ class ResultFeed(_Feed):
         return self.locate(error, RESULT_FIELDS)
 
 
-def read_result_feed(source, *, pms: str) -> ResultFeed:
+def read_result_feed(source, *, pms: str, pms_id_system: str = "") -> ResultFeed:
     """ORU^R01 messages as canonical result rows, one per OBR, in arrival order (a later
     message about the same result updates it)."""
     feed = ResultFeed()
     for item in _messages(feed, source, lambda m: m.message_type == "ORU^R01",
                           "ORU^R01 for results"):
-        mapped = _mapped(map_oru, item.message, pms=pms)
+        mapped = _mapped(map_oru, item.message, pms=pms, pms_id_system=pms_id_system)
         feed.errors += [error_dict(item.number, item.ref, e) for e in mapped.errors]
         feed.rows += [(item.number, row) for row in mapped.results]
     return feed
@@ -123,13 +124,13 @@ class AppointmentFeed(_Feed):
         return self.locate(error, APPOINTMENT_FIELDS)
 
 
-def read_appointment_feed(source, *, pms: str) -> AppointmentFeed:
+def read_appointment_feed(source, *, pms: str, pms_id_system: str = "") -> AppointmentFeed:
     """SIU^S12/S13/S14/S15/S26 messages as canonical appointment rows, in arrival order (a
     later message about the same appointment updates it)."""
     feed = AppointmentFeed()
     for item in _messages(feed, source, lambda m: m.message_code == "SIU",
                           "SIU^S12/S13/S14/S15/S26 for appointments"):
-        mapped = _mapped(map_siu, item.message, pms=pms)
+        mapped = _mapped(map_siu, item.message, pms=pms, pms_id_system=pms_id_system)
         feed.errors += [error_dict(item.number, item.ref, e) for e in mapped.errors]
         feed.rows += [(item.number, row) for row in mapped.appointments]
     return feed

@@ -1,7 +1,11 @@
 """The MLLP inbox: storing frames on arrival, applying them afterwards, dead letters.
 
-- `accept` / `reject` run on the listener's hot path: one INSERT each, committed before the
-  ACK is sent. A duplicate MSH key (MSH-3, MSH-4, MSH-10) is never stored twice.
+- `accept_many` / `reject` run on the listener's hot path, committed before the ACK is sent:
+  `accept_many` stores a group of frames in one multi-row INSERT (group commit), and falls
+  back to one `accept` per frame when the group cannot go in whole, so every frame gets the
+  answer it would have had alone. A duplicate MSH key (MSH-3, MSH-4, MSH-10) is never stored
+  twice. `reject` keeps at most PRACTICESYNC_DEAD_LETTER_CAP refused frames per practice and
+  clock hour; beyond that they are counted in `DeadLetterOverflow`, their bodies dropped.
 - `process_inbox` applies accepted rows of one practice in arrival (id) order: it claims a batch
   with a conditional UPDATE (accepted -> processing), only while no other batch of the practice
   is in hand, so two workers never apply one row, nor one patient's messages out of order.
@@ -19,11 +23,14 @@ import hashlib
 import logging
 import re
 import tempfile
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.conf import settings
 from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from practicesync.patients.models import ReviewItem
@@ -31,7 +38,7 @@ from practicesync.practices.models import Practice
 
 from .feeds import _mapped
 from .mapping import map_oru, map_siu, unsupported
-from .models import InboundMessage
+from .models import DeadLetterOverflow, InboundMessage
 from .parse import MessageError, parse_payload
 
 log = logging.getLogger(__name__)
@@ -41,6 +48,8 @@ State = InboundMessage.State
 # A batch claimed longer ago than this belongs to a worker that died: it may be claimed again.
 STALE_CLAIM = dt.timedelta(minutes=10)
 _NAME = re.compile(r"(\d{12})\.hl7\b")
+# The listener rejects from several threads; the cap's count-then-insert must not interleave.
+_REJECT_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -94,17 +103,102 @@ def accept(practice_id: int, header, raw: bytes) -> Stored:
         return Stored(found[0], True, found[1], found[2], conflict=found[3] != digest)
 
 
-def reject(practice_id: int, header, raw: bytes, reason: str) -> int | None:
-    """Keep a frame refused on arrival as a dead letter (once per MSH key); its row id."""
+def _new_row(practice_id: int, header, raw: bytes) -> InboundMessage:
+    return InboundMessage(practice_id=practice_id, raw=raw, message_type=header.message_type[:40],
+                          digest=hashlib.sha256(raw).hexdigest(), **_key(header))
+
+
+def _accept_alone(practice_id: int, header, raw: bytes) -> Stored | Exception:
+    try:
+        return accept(practice_id, header, raw)
+    except Exception as e:  # noqa: BLE001 - this frame gets AE, the others of its group not
+        return e
+
+
+def accept_many(practice_id: int, items: list[tuple[object, bytes]]) -> list[Stored | Exception]:
+    """Group commit: store frames whose MSH was read in one transaction (one multi-row INSERT);
+    for each, what `accept` would have said, or the exception that frame alone raised.
+
+    A key repeated inside the group is left for after the INSERT, so it meets its first copy
+    as `accept` would (a resend, or a conflict). When the INSERT fails (a key already stored:
+    a resend; or a frame the database will not take) the group is stored one frame at a time,
+    in arrival order, so one frame's failure is never another's."""
+    if len(items) == 1:
+        return [_accept_alone(practice_id, *items[0])]
     _fresh()
     _durable()
-    with transaction.atomic():
+    outcomes: list[Stored | Exception | None] = [None] * len(items)
+    first, seen = [], set()
+    for index, (header, _) in enumerate(items):
+        key = tuple(_key(header).values())
+        if key not in seen:
+            first.append(index)
+            seen.add(key)
+    rows = [_new_row(practice_id, *items[index]) for index in first]
+    try:
+        with transaction.atomic():
+            InboundMessage.objects.bulk_create(rows)
+    except Exception:  # noqa: BLE001 - usually IntegrityError: a resend; sorted out one by one
+        log.info("hl7 inbox: a group of %s frames is stored one by one", len(items))
+    else:
+        for index, row in zip(first, rows, strict=True):
+            outcomes[index] = Stored(row.id, False, row.state)
+    for index, item in enumerate(items):
+        if outcomes[index] is None:
+            outcomes[index] = _accept_alone(practice_id, *item)
+    return outcomes
+
+
+def reject(practice_id: int, header, raw: bytes, reason: str) -> int | None:
+    """Keep a frame refused on arrival as a dead letter (once per MSH key); its row id. Over
+    the practice's hourly cap only counted (None): see `DeadLetterOverflow`."""
+    _fresh()
+    _durable()
+    now = timezone.now()
+    with _REJECT_LOCK, transaction.atomic():
+        if _over_cap(practice_id, now):
+            _count_overflow(practice_id, now, reason)
+            return None
         row = InboundMessage.objects.create(
             practice_id=practice_id, raw=raw, message_type=header.message_type[:40],
-            state=State.DEAD, error=reason, processed_at=timezone.now(), refused=True,
+            state=State.DEAD, error=reason, received_at=now, processed_at=now, refused=True,
             digest=hashlib.sha256(raw).hexdigest(), **_key(header))
         _open_incident(practice_id, [row.id])
     return row.id
+
+
+def _hour(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _over_cap(practice_id: int, now: dt.datetime) -> bool:
+    cap = settings.PRACTICESYNC_DEAD_LETTER_CAP
+    kept = (InboundMessage.objects.filter(practice_id=practice_id, refused=True,
+                                          received_at__gte=_hour(now))
+            .values("id")[:cap].count())    # bounded: never counts past the cap
+    return kept >= cap
+
+
+def _count_overflow(practice_id: int, now: dt.datetime, reason: str) -> None:
+    """Count a frame over the cap in its hour's row. A flood is one incident with one warning:
+    a row for the previous hour means the same flood goes on."""
+    hour = _hour(now)
+    rows = DeadLetterOverflow.objects.filter(practice_id=practice_id)
+    if rows.filter(hour=hour).update(dropped=F("dropped") + 1, last_at=now,
+                                     last_reason=reason[:500]):
+        return
+    try:
+        with transaction.atomic():
+            DeadLetterOverflow.objects.create(practice_id=practice_id, hour=hour, dropped=1,
+                                              first_at=now, last_at=now, last_reason=reason[:500])
+    except IntegrityError:      # another listener process counted first
+        rows.filter(hour=hour).update(dropped=F("dropped") + 1, last_at=now)
+        return
+    if not rows.filter(hour=hour - dt.timedelta(hours=1)).exists():
+        # Only ids and counts: the reason may quote what the sender sent.
+        log.warning("hl7 dead-letter cap reached for practice %s: %s refused messages kept "
+                    "this hour; further refused messages are answered but only counted "
+                    "(hl7v2.DeadLetterOverflow)", practice_id, settings.PRACTICESYNC_DEAD_LETTER_CAP)
 
 
 def outcome(row_id: int) -> tuple[str, str]:
@@ -223,7 +317,8 @@ def _apply_oru(practice: Practice, run: list[InboundMessage]) -> dict[int, list[
                 errors.setdefault(row.id, []).append(
                     _describe(unsupported(item, "ORU^R01 for results")))
             else:
-                mapped = _mapped(map_oru, item, pms=practice.pms)
+                mapped = _mapped(map_oru, item, pms=practice.pms,
+                                 pms_id_system=practice.pms_id_system)
                 errors.setdefault(row.id, []).extend(_describe(e) for e in mapped.errors)
                 result_rows += [(row.id, result) for result in mapped.results]
     report = import_result_rows(practice=practice, raw_rows=result_rows, actor=ACTOR)
@@ -242,7 +337,8 @@ def _apply_siu(practice: Practice, run: list[InboundMessage]) -> dict[int, list[
             if isinstance(item, MessageError):
                 errors.setdefault(row.id, []).append(_describe(item))
             else:
-                mapped = _mapped(map_siu, item, pms=practice.pms)
+                mapped = _mapped(map_siu, item, pms=practice.pms,
+                                 pms_id_system=practice.pms_id_system)
                 errors.setdefault(row.id, []).extend(_describe(e) for e in mapped.errors)
                 rows += [(row.id, appointment) for appointment in mapped.appointments]
     report = import_appointment_rows(practice=practice, raw_rows=rows, actor=ACTOR,

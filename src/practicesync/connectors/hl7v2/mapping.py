@@ -11,6 +11,9 @@ Identifiers in PID-3 (and MRG-1), by identifier type (HL7 table 0203) and assign
 - PMS id: the first repetition whose type is one of the profile's `PMS_ID_TYPES` (PI, the
   patient internal identifier, before MR, the medical record number); when PID-3 holds a single
   repetition with no type code, that one. Anything else typed (MRN, AN, SS, ...) is not ours.
+  A practice that names its PMS's identifier system (`Practice.pms_id_system`, passed in as
+  `pms_id_system`) takes the first repetition whose assigning authority (PID-3.4, namespace id
+  or universal id, `urn:oid:` optional) is that system, and nothing else.
 - UK (GB practices): NHS number, type NH or assigning authority NHS (or its OID).
 - AU practices: Medicare number, type MC (assigning authority AUSHIC; 10 digits, or 11 with the
   IRN); IHI, type NI with authority AUSHIC or a value starting 800360 (type NI alone also names
@@ -99,12 +102,12 @@ class Mapped:
         return len(self.patients) + len(self.merges) + len(self.results) + len(self.appointments)
 
 
-def map_message(message: Message, *, pms: str, country: str) -> Mapped:
+def map_message(message: Message, *, pms: str, country: str, pms_id_system: str = "") -> Mapped:
     """Whatever the message carries for patients or results; anything else is an error."""
     if message.message_code == "ADT":
-        return map_adt(message, pms=pms, country=country)
+        return map_adt(message, pms=pms, country=country, pms_id_system=pms_id_system)
     if message.message_type == "ORU^R01":
-        return map_oru(message, pms=pms)
+        return map_oru(message, pms=pms, pms_id_system=pms_id_system)
     return Mapped(errors=[unsupported(message, "ADT^A04/A08/A28/A31/A40 or ORU^R01")])
 
 
@@ -123,8 +126,26 @@ def _authorities(rep: Repetition) -> set[str]:
     return {rep.component(4, 1).upper(), rep.component(4, 2).upper()} - {""}
 
 
-def pms_id_of(reps: list[Repetition], pms: str) -> str:
+def _system(text: str) -> str:
+    text = text.strip().upper()
+    return text.removeprefix("URN:OID:")
+
+
+def pms_id_wanted(pms: str, pms_id_system: str = "") -> str:
+    """What `pms_id_of` looks for, for error messages."""
+    if pms_id_system.strip():
+        return f"assigning authority {pms_id_system.strip()}"
+    return f"identifier type {'/'.join(PMS_ID_TYPES.get(pms, DEFAULT_PMS_ID_TYPES))}"
+
+
+def pms_id_of(reps: list[Repetition], pms: str, pms_id_system: str = "") -> str:
     reps = [r for r in reps if r.component(1)]
+    if pms_id_system.strip():
+        # The practice says which system is its record number: no guessing by type, since a
+        # lab's own MR would then pass for the PMS's id.
+        wanted = _system(pms_id_system)
+        return next((r.component(1) for r in reps
+                     if wanted in {_system(a) for a in _authorities(r)}), "")
     for wanted in PMS_ID_TYPES.get(pms, DEFAULT_PMS_ID_TYPES):
         for rep in reps:
             if _type(rep) == wanted:
@@ -153,21 +174,22 @@ def _national_ids(reps: list[Repetition], country: str) -> dict[str, str]:
 
 # --- ADT -------------------------------------------------------------------------------------
 
-def map_adt(message: Message, *, pms: str, country: str) -> Mapped:
+def map_adt(message: Message, *, pms: str, country: str, pms_id_system: str = "") -> Mapped:
     trigger = message.trigger or (message.first("EVN").get(1).upper() if message.first("EVN")
                                   else "")
     if trigger in MERGE_TRIGGERS:
-        return _map_merge(message, pms)
+        return _map_merge(message, pms, pms_id_system)
     if trigger not in PATIENT_TRIGGERS:
         return Mapped(errors=[unsupported(message, "ADT^A04/A08/A28/A31/A40 for patients")])
     pid = message.first("PID")
     if pid is None:
         return Mapped(errors=[message.error("PID", "", "no PID segment", "no_pid")])
-    patient, errors = map_pid(message, pid, pms=pms, country=country)
+    patient, errors = map_pid(message, pid, pms=pms, country=country,
+                              pms_id_system=pms_id_system)
     return Mapped(patients=[patient] if patient else [], errors=errors)
 
 
-def _map_merge(message: Message, pms: str) -> Mapped:
+def _map_merge(message: Message, pms: str, pms_id_system: str) -> Mapped:
     mapped = Mapped()
     current: Segment | None = None
     for seg in message.segments:
@@ -178,13 +200,13 @@ def _map_merge(message: Message, pms: str) -> Mapped:
                 mapped.errors.append(message.error("MRG", "", f"MRG (segment {seg.position}) "
                                                    f"has no PID before it", "no_pid"))
                 continue
-            survivor = pms_id_of(current.repetitions(3), pms)
-            prior = pms_id_of(seg.repetitions(1), pms)
+            survivor = pms_id_of(current.repetitions(3), pms, pms_id_system)
+            prior = pms_id_of(seg.repetitions(1), pms, pms_id_system)
             if not survivor or not prior:
                 where = "PID-3" if not survivor else "MRG-1"
                 mapped.errors.append(message.error(
-                    where[:3], where, f"{where} holds no PMS patient id (identifier type "
-                    f"{'/'.join(PMS_ID_TYPES.get(pms, DEFAULT_PMS_ID_TYPES))})", "no_pms_id",
+                    where[:3], where, f"{where} holds no PMS patient id "
+                    f"({pms_id_wanted(pms, pms_id_system)})", "no_pms_id",
                     survivor or None))
                 continue
             mapped.merges.append(Merge(survivor, prior, message.message_type))
@@ -194,17 +216,17 @@ def _map_merge(message: Message, pms: str) -> Mapped:
     return mapped
 
 
-def map_pid(message: Message, pid: Segment, *, pms: str, country: str
+def map_pid(message: Message, pid: Segment, *, pms: str, country: str, pms_id_system: str = ""
             ) -> tuple[PatientRow | None, list[MessageError]]:
     ids = pid.repetitions(3)
-    pms_id = pms_id_of(ids, pms)
+    pms_id = pms_id_of(ids, pms, pms_id_system)
 
     def reject(field_name: str, reason: str, code: str):
         return None, [message.error("PID", field_name, reason, code, pms_id or None)]
 
     if not pms_id:
-        return reject("PID-3", f"PID-3 holds no PMS patient id (identifier type "
-                               f"{'/'.join(PMS_ID_TYPES.get(pms, DEFAULT_PMS_ID_TYPES))})",
+        return reject("PID-3", f"PID-3 holds no PMS patient id "
+                               f"({pms_id_wanted(pms, pms_id_system)})",
                       "no_pms_id")
     if len(pms_id) > PMS_ID_MAX:
         return reject("PID-3", f"the PMS patient id is longer than {PMS_ID_MAX} characters",
@@ -310,7 +332,7 @@ def facility_of(message: Message) -> str:
     return msh.get(4, 1) or msh.get(4, 2) or msh.get(3, 1) or msh.get(3, 2)
 
 
-def map_oru(message: Message, *, pms: str) -> Mapped:
+def map_oru(message: Message, *, pms: str, pms_id_system: str = "") -> Mapped:
     """One canonical result per OBR. The result id is the filler order number (OBR-3, with its
     namespace) prefixed by the sending facility, and suffixed by the test code (OBR-4.1),
     because labs often send several tests of one accession, each its own OBR, under one
@@ -336,7 +358,7 @@ def map_oru(message: Message, *, pms: str) -> Mapped:
         return mapped
     seen: dict[str, int] = {}
     for number, (pid, obr, rest) in enumerate(groups, 1):
-        row, error = _map_obr(message, number, pid, obr, rest, facility, pms)
+        row, error = _map_obr(message, number, pid, obr, rest, facility, pms, pms_id_system)
         if error is None and row["result_id"] in seen:
             error = message.error("OBR", "OBR-3", f"OBR {number}: same filler order number and "
                                   f"test (OBR-3, OBR-4) as OBR {seen[row['result_id']]} of this "
@@ -351,17 +373,17 @@ def map_oru(message: Message, *, pms: str) -> Mapped:
 
 
 def _map_obr(message: Message, number: int, pid: Segment | None, obr: Segment,
-             rest: list[Segment], facility: str, pms: str):
+             rest: list[Segment], facility: str, pms: str, pms_id_system: str = ""):
     def error(field_name: str, reason: str, code: str, pms_id: str | None = None):
         seg = field_name.split("-")[0] if field_name else "OBR"
         return None, message.error(seg, field_name, f"OBR {number}: {reason}", code, pms_id)
 
     if pid is None:
         return error("", "no PID segment before it: whose result is it?", "no_pid")
-    pms_id = pms_id_of(pid.repetitions(3), pms)
+    pms_id = pms_id_of(pid.repetitions(3), pms, pms_id_system)
     if not pms_id:
-        return error("PID-3", f"PID-3 holds no PMS patient id (identifier type "
-                              f"{'/'.join(PMS_ID_TYPES.get(pms, DEFAULT_PMS_ID_TYPES))})",
+        return error("PID-3", f"PID-3 holds no PMS patient id "
+                              f"({pms_id_wanted(pms, pms_id_system)})",
                      "no_pms_id")
     if len(pms_id) > PMS_ID_MAX:
         return error("PID-3", f"the PMS patient id is longer than {PMS_ID_MAX} characters",
@@ -414,7 +436,7 @@ def _map_obr(message: Message, number: int, pid: Segment | None, obr: Segment,
 
 # --- SIU -------------------------------------------------------------------------------------
 
-def map_siu(message: Message, *, pms: str) -> Mapped:
+def map_siu(message: Message, *, pms: str, pms_id_system: str = "") -> Mapped:
     """The SCH of an SIU^S12/S13/S14/S15/S26 as one canonical appointments row:
     - appointment_id: SCH-2.1 (filler appointment id: the PMS's own), else SCH-1.1 (placer);
     - starts_at: SCH-11.4 (TQ start), else the first AIS-4 (v2.5+, where SCH-11 is withdrawn);
@@ -432,15 +454,15 @@ def map_siu(message: Message, *, pms: str) -> Mapped:
     if pid is None:
         return Mapped(errors=[message.error("PID", "", "no PID segment: whose appointment is "
                                             "it?", "no_pid")])
-    pms_id = pms_id_of(pid.repetitions(3), pms)
+    pms_id = pms_id_of(pid.repetitions(3), pms, pms_id_system)
 
     def reject(where: str, reason: str, code: str) -> Mapped:
         return Mapped(errors=[message.error(where.split("-")[0], where, reason, code,
                                             pms_id or None)])
 
     if not pms_id:
-        return reject("PID-3", f"PID-3 holds no PMS patient id (identifier type "
-                               f"{'/'.join(PMS_ID_TYPES.get(pms, DEFAULT_PMS_ID_TYPES))})",
+        return reject("PID-3", f"PID-3 holds no PMS patient id "
+                               f"({pms_id_wanted(pms, pms_id_system)})",
                       "no_pms_id")
     if len(pms_id) > PMS_ID_MAX:
         return reject("PID-3", f"the PMS patient id is longer than {PMS_ID_MAX} characters",

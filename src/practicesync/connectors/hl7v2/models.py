@@ -50,7 +50,33 @@ class InboundMessage(models.Model):
                 name="one_inbound_message_per_msh_key"),
         ]
         indexes = [models.Index(fields=["practice", "state", "id"],
-                                name="hl7v2_inbox_pick")]
+                                name="hl7v2_inbox_pick"),
+                   # The hourly dead-letter cap counts refused rows; partial, so the hot
+                   # path's inserts of accepted rows do not pay for it.
+                   models.Index(fields=["practice", "received_at"],
+                                condition=models.Q(refused=True),
+                                name="hl7v2_inbox_refused")]
 
     def __str__(self) -> str:
         return f"{self.message_type} {self.control_id} ({self.state})"
+
+
+class DeadLetterOverflow(models.Model):
+    """Refused frames beyond the hourly dead-letter cap (PRACTICESYNC_DEAD_LETTER_CAP) of one
+    practice: answered AR as usual, but only counted here, one row per clock hour, so a
+    sender spewing garbage cannot fill the disk. Their bodies are not kept."""
+
+    practice = models.ForeignKey(Practice, on_delete=models.PROTECT,
+                                 related_name="dead_letter_overflows")
+    hour = models.DateTimeField()        # start of the clock hour (UTC)
+    dropped = models.PositiveIntegerField(default=0)
+    first_at = models.DateTimeField()
+    last_at = models.DateTimeField()
+    last_reason = models.CharField(max_length=500, blank=True, default="")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["practice", "hour"],
+                                               name="one_dead_letter_overflow_per_hour")]
+
+    def __str__(self) -> str:
+        return f"{self.dropped} dropped from {self.hour:%Y-%m-%d %H}:00"

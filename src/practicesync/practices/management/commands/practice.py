@@ -35,6 +35,17 @@ class Command(BaseCommand):
         schedule.add_argument("--at", help="practice-local time HH:MM (default 02:00)")
         schedule.add_argument("--json", action="store_true")
 
+        hl7 = sub.add_parser("hl7", help="HL7 v2 / FHIR feed settings: when `mllp` answers, "
+                                         "which identifier system is the PMS record number")
+        hl7.add_argument("--practice", required=True)
+        hl7.add_argument("--ack-mode", choices=Practice.Hl7AckMode.values,
+                         help="commit: ACK once stored (default); original: ACK once applied "
+                              "(`mllp --mode` still overrides)")
+        hl7.add_argument("--pms-id-system",
+                         help="PID-3 assigning authority (or OID) / FHIR identifier system of "
+                              "the PMS record number; '' for the default (type PI, then MR)")
+        hl7.add_argument("--json", action="store_true")
+
     def handle(self, *args, action, **opts):
         practice = getattr(self, action)(**opts)
         data = {"slug": practice.slug, "name": practice.name, "pms": practice.pms,
@@ -43,7 +54,9 @@ class Command(BaseCommand):
                 "permission_granted_by": practice.permission_granted_by or None,
                 "dpia_ref": practice.dpia_ref or None,
                 "list_source": practice.list_source or None,
-                "next_sync_due": practice.next_sync_due}
+                "next_sync_due": practice.next_sync_due,
+                "hl7_ack_mode": practice.hl7_ack_mode,
+                "pms_id_system": practice.pms_id_system or None}
         if opts["json"]:
             print_json(self, data)
         else:
@@ -71,3 +84,9 @@ class Command(BaseCommand):
             raise usage_error(f"--at {at!r} is not a time (HH:MM)") from e
         return actions.schedule_nightly_sync(actor=cli_actor(), practice=practice_arg(practice),
                                              source=source, at=at_time)
+
+    def hl7(self, *, practice, ack_mode, pms_id_system, **_):
+        if ack_mode is None and pms_id_system is None:
+            raise usage_error("give --ack-mode and/or --pms-id-system")
+        return actions.set_hl7_settings(actor=cli_actor(), practice=practice_arg(practice),
+                                        ack_mode=ack_mode, pms_id_system=pms_id_system)
