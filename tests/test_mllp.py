@@ -294,7 +294,10 @@ def test_permission_gate_and_original_mode_and_dead_letters(home):
                           env=env(home), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "permission" in proc.stderr
 
-    running = Running(home, "original-mode-surgery", "--mode", "original")
+    # Original mode as the practice's setting: `mllp` without --mode follows it.
+    cli(home, "practice", "hl7", "--practice", "original-mode-surgery", "--ack-mode", "original")
+    running = Running(home, "original-mode-surgery")
+    assert "(original mode)" in running.log.read_text()
     try:
         client = Client(running.port)
         try:
@@ -760,6 +763,7 @@ def test_refused_frames_over_the_hourly_cap_are_counted_not_kept(practice, setti
 @pytest.mark.django_db(transaction=True)     # the listener's threads use their own connections
 def test_over_the_cap_the_sender_still_gets_ar_with_the_reason(practice, settings):
     from practicesync.connectors.hl7v2.mllp import Inbox
+    from practicesync.connectors.hl7v2.models import DeadLetterOverflow, InboundMessage
 
     settings.PRACTICESYNC_DEAD_LETTER_CAP = 1
 
@@ -773,14 +777,17 @@ def test_over_the_cap_the_sender_still_gets_ar_with_the_reason(practice, setting
 
     for n, ack in enumerate(asyncio.run(run())):
         lines = ack.split(b"\r")
-        assert lines[1].startswith(f"MSA|AR|M-{n}|message type MDM^T02".encode())
+        assert lines[1].startswith(f"MSA|AR|M-{n}|message type MDM\\S\\T02".encode())
         assert lines[2].startswith(b"ERR||MSH^1^9|200")
+    assert InboundMessage.objects.filter(practice=practice, refused=True).count() == 1
+    assert DeadLetterOverflow.objects.get(practice=practice).dropped == 2
 
 
 # --- practice settings: `practice hl7` -------------------------------------------------------
 
 def test_practice_hl7_sets_the_ack_mode_and_pms_id_system_audited(practice):
     from practicesync.audit.models import AuditEvent
+    from practicesync.practices.actions import set_hl7_settings
     from tests.cli import run, run_json
 
     code, data = run_json("practice", "hl7", "--practice", practice.slug, "--ack-mode",
@@ -794,7 +801,8 @@ def test_practice_hl7_sets_the_ack_mode_and_pms_id_system_audited(practice):
     code, data = run_json("practice", "hl7", "--practice", practice.slug, "--pms-id-system", "")
     assert code == 0 and (data["hl7_ack_mode"], data["pms_id_system"]) == ("original", None)
     assert run("practice", "hl7", "--practice", practice.slug)[0] == 2
-    assert run("practice", "hl7", "--practice", practice.slug, "--ack-mode", "later")[0] == 2
+    with pytest.raises(ValueError):
+        set_hl7_settings(actor="test", practice=practice, ack_mode="later")
 
 
 def test_mllp_tls_options_go_together(practice, tmp_path):

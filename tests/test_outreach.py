@@ -427,3 +427,29 @@ def test_a_send_the_provider_may_have_taken_is_never_sent_again(harbour, ann, tm
     assert message.status == "unknown" and flaky.calls == 1
     task = StaffTask.objects.get()
     assert task.kind == "check_send" and task.message == message
+
+
+def test_the_last_look_before_sending_catches_a_death_or_a_stop(harbour, ann, tmp_path,
+                                                                monkeypatch):
+    sequence = started(harbour, ann, tmp_path)
+    monkeypatch.setattr(dispatch, "deliver_queued", lambda **kw: None)
+    tick(MONDAY_10AM)  # queued, not yet sent
+    monkeypatch.undo()
+    OptOut.objects.create(practice=harbour, channel="sms", address=ann.mobile_phone, source="test")
+    report = tick(MONDAY_10AM + dt.timedelta(minutes=1))
+    assert report["skipped_before_send"] == 1 and report["sent"] == 1  # the email instead
+    sms, email = Message.objects.order_by("id")
+    assert (sms.status, email.channel, email.status) == ("skipped", "email", "sent")
+    assert "opted out of sms" in sms.error
+
+    sequence.refresh_from_db()
+    Sequence.objects.filter(id=sequence.id).update(due_at=MONDAY_10AM + 3 * DAY)
+    monkeypatch.setattr(dispatch, "deliver_queued", lambda **kw: None)
+    tick(MONDAY_10AM + 3 * DAY)
+    monkeypatch.undo()
+    ann.status = "deceased"
+    ann.save()
+    report = tick(MONDAY_10AM + 3 * DAY + dt.timedelta(minutes=1))
+    assert report["skipped_before_send"] == 1 and report["sent"] == 0
+    assert Message.objects.order_by("id").last().error == "patient is deceased (checked before sending)"
+    assert [e.channel for e in OutboxEntry.objects.all()] == ["email"]

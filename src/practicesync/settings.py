@@ -9,6 +9,7 @@ ALLOWED_HOSTS      comma-separated; default 127.0.0.1,localhost
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -129,6 +130,10 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+
+# Bulk messages are held (fail closed) when the practice's last full patient sync is older.
+PRACTICESYNC_BULK_SYNC_MAX_AGE = timedelta(hours=float(os.environ.get(
+    "PRACTICESYNC_BULK_SYNC_MAX_AGE_HOURS", "36")))
 
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"

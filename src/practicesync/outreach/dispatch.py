@@ -15,14 +15,15 @@ import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F
+from django.db.models import Count, F, Max
 from django.utils import timezone
 
 from practicesync.appointments.models import Appointment
 from practicesync.audit.models import AuditEvent
 from practicesync.bulk import insert_rows
-from practicesync.patients.models import Patient
+from practicesync.patients.models import Patient, SyncRun
 from practicesync.practices.models import Practice
 
 from .channels import Outcome, provider_for
@@ -55,8 +56,9 @@ class TickReport:
     def as_json(self) -> dict:
         keys = ("steps_taken", "messages_queued", "tasks_created", "skipped",
                 "sequences_completed", "sequences_opted_out", "sequences_failed", "sent",
-                "retried", "failed", "uncertain", "fallbacks", "recovered_sent", "recovered_requeued",
-                "recovered_unknown", "held_by_window", "held_by_rate_limit")
+                "retried", "failed", "uncertain", "fallbacks", "skipped_before_send",
+                "recovered_sent", "recovered_requeued", "recovered_unknown", "held_by_window",
+                "held_by_rate_limit", "held_by_stale_sync")
         return {k: self.counts[k] for k in keys}
 
 
@@ -372,12 +374,17 @@ def deliver_queued(*, now, report, practices) -> None:
             continue  # nothing reaches a patient outside the practice's send window
         budget = practice.sends_per_hour - Message.objects.filter(
             practice=practice, sent_at__gt=now - dt.timedelta(hours=1)).count()
+        hold_bulk = bulk_held(practice, now)
+        if hold_bulk:
+            report.counts["held_by_stale_sync"] += Message.objects.filter(
+                practice=practice, kind=Message.Kind.BULK, status=Message.Status.QUEUED).count()
         while budget > 0:
-            claimed = _claim(practice, now, min(budget, BATCH))
+            claimed = _claim(practice, now, min(budget, BATCH), hold_bulk=hold_bulk)
             if not claimed:
                 break
             budget -= len(claimed)
-            _deliver(claimed, now=now, report=report)
+            _deliver(_checked_before_sending(practice, claimed, now=now, report=report),
+                     now=now, report=report)
         if budget <= 0:
             report.counts["held_by_rate_limit"] += Message.objects.filter(
                 practice=practice, status=Message.Status.QUEUED, not_before__lte=now).count()
@@ -411,16 +418,54 @@ class ClaimedElsewhere(Exception):
     pass
 
 
-def _claim(practice, now, limit) -> list[Outgoing]:
+def bulk_held(practice: Practice, now) -> bool:
+    """Bulk sending fails closed while the practice list may be stale: no full patient sync
+    has succeeded within BULK_SYNC_MAX_AGE (DESIGN.md section 2, bulk-send rails)."""
+    last = SyncRun.objects.filter(
+        practice=practice, kind="patients",
+        status__in=[SyncRun.Status.COMPLETED, SyncRun.Status.COMPLETED_WITH_ERRORS],
+    ).aggregate(at=Max("finished_at"))["at"]
+    return last is None or last < now - settings.PRACTICESYNC_BULK_SYNC_MAX_AGE
+
+
+def _checked_before_sending(practice, claimed: list[Outgoing], *, now, report) -> list[Outgoing]:
+    """The last look before a provider is called: a patient who died or left, or an address
+    that opted out, since the message was queued gets nothing. A results step then falls
+    back (to another channel, or staff)."""
+    status = dict(Patient.objects.filter(id__in={m.patient_id for m in claimed})
+                  .values_list("id", "status"))
+    refused = set(OptOut.objects.filter(practice=practice, address__in={m.to for m in claimed})
+                  .values_list("channel", "address"))
+    ready = []
+    for m in claimed:
+        if status[m.patient_id] != Patient.Status.ACTIVE:
+            why = f"patient is {status[m.patient_id]} (checked before sending)"
+        elif (m.channel, m.to) in refused:
+            why = f"opted out of {m.channel} (checked before sending)"
+        else:
+            ready.append(m)
+            continue
+        _set(m, now, status=Message.Status.SKIPPED, error=why)
+        _audit_message(m, now, "message.skipped", why)
+        report.counts["skipped_before_send"] += 1
+        if m.kind == Message.Kind.RESULTS and status[m.patient_id] == Patient.Status.ACTIVE:
+            fall_back(m, now=now, report=report)
+    return ready
+
+
+def _claim(practice, now, limit, *, hold_bulk=False) -> list[Outgoing]:
     """Take up to `limit` due messages for this worker: status sending, the lease in
     not_before. PostgreSQL: rows another worker holds are skipped. SQLite: a writer that got
     in first makes this transaction fail and the claim is tried again."""
     while True:
         try:
             with transaction.atomic():
-                claimed = [Outgoing(*row) for row in _skip_locked(Message.objects.filter(
-                    practice=practice, status=Message.Status.QUEUED, not_before__lte=now)
-                    .order_by("not_before", "id")).values_list(*OUTGOING_FIELDS)[:limit]]
+                due = Message.objects.filter(practice=practice, status=Message.Status.QUEUED,
+                                             not_before__lte=now)
+                if hold_bulk:
+                    due = due.exclude(kind=Message.Kind.BULK)
+                claimed = [Outgoing(*row) for row in _skip_locked(due.order_by("not_before", "id"))
+                           .values_list(*OUTGOING_FIELDS)[:limit]]
                 if not claimed:
                     return []
                 taken = Message.objects.filter(

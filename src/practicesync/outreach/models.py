@@ -95,6 +95,8 @@ class Message(models.Model):
         FAILED = "failed"
         # A send interrupted where the provider cannot say whether it went: staff check.
         UNKNOWN = "unknown"
+        # Not sent: the last check before sending found a reason (deceased, opted out...).
+        SKIPPED = "skipped"
 
     # Few indexes on purpose (a tick writes and updates 100,000 rows): see Meta.
     practice = models.ForeignKey(Practice, on_delete=models.PROTECT, related_name="messages",
