@@ -61,6 +61,10 @@ def _practice(slug: str, name: str, pms: str) -> Practice:
         practice = actions.create_practice(actor=ACTOR, name=name, pms=pms, slug=slug)
         actions.permit_sync(actor=ACTOR, practice=practice, granted_by="Dr A. Partner (demo)",
                             dpia_ref="DPIA-DEMO-001")
+        # A made-up online booking page for the messages' {booking_link}.
+        Practice.objects.filter(id=practice.id).update(
+            booking_url=f"https://book.example.org/{slug}")
+        practice.refresh_from_db()
     return practice
 
 

@@ -3,10 +3,15 @@ import secrets
 import signal
 import subprocess
 import sys
+from collections import Counter
 
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from django.utils import timezone
 
+from practicesync.outreach.dispatch import window_of
+from practicesync.outreach.window import next_send_time
+from practicesync.practices.models import Practice
 from practicesync.runtime.management.commands.serve import gunicorn_argv
 from practicesync.simulator.demo import DEMO_STAFF, load_demo
 
@@ -35,6 +40,8 @@ class Command(BaseCommand):
                          f"updated, {results['unchanged']} unchanged, "
                          f"{len(results['errors'])} row errors")
             self.stdout.write(line)
+        for note in outreach_notes(timezone.now()):
+            self.stdout.write(note)
         self.stdout.write(f"Log in at http://127.0.0.1:{port}/ as {DEMO_STAFF} / {password}")
         if no_serve:
             return
@@ -50,3 +57,18 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, stop)
         for child in children:
             child.wait()
+
+
+def outreach_notes(now) -> list[str]:
+    """Where each practice's follow-ups stand, and when the worker will send: messages wait
+    for the practice's send window, which may be hours away from where the demo runs."""
+    notes = []
+    for practice in Practice.objects.filter(sequences__isnull=False).distinct().order_by("id"):
+        states = Counter(practice.sequences.values_list("state", flat=True))
+        opens = next_send_time(now, **window_of(practice)).astimezone(practice.tz)
+        when = "now" if opens <= now else f"at {opens:%a %d %b %H:%M} {practice.timezone}"
+        notes.append(f"Outreach '{practice.slug}': " + ", ".join(
+            f"{n} {state.replace('_', ' ')}" for state, n in sorted(states.items()))
+            + f"; the worker sends {when} (the practice's send window). To see the outbox "
+            f"now: practicesync outreach tick --now {opens.isoformat(timespec='minutes')}")
+    return notes
