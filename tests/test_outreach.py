@@ -17,7 +17,7 @@ from practicesync.outreach.models import Message, OptOut, OutboxEntry, Sequence,
 from practicesync.outreach.sequences import Event
 from practicesync.results.actions import set_template_auto_start
 from tests.cli import run, run_json
-from tests.factories import make_patient, write_list
+from tests.factories import make_patient, make_practice, write_list
 
 SYDNEY = dt.timezone(dt.timedelta(hours=11))  # AEDT, the harbour practice's time in November
 MONDAY_10AM = dt.datetime(2026, 11, 23, 10, 0, tzinfo=SYDNEY)
@@ -453,3 +453,22 @@ def test_the_last_look_before_sending_catches_a_death_or_a_stop(harbour, ann, tm
     assert report["skipped_before_send"] == 1 and report["sent"] == 0
     assert Message.objects.order_by("id").last().error == "patient is deceased (checked before sending)"
     assert [e.channel for e in OutboxEntry.objects.all()] == ["email"]
+
+
+def test_staff_see_their_tasks_and_tick_them_done(harbour, tmp_path):
+    nobody = make_patient(harbour, pms_id="P1")
+    started(harbour, nobody, tmp_path)
+    tick(MONDAY_10AM)
+    code, data = run_json("outreach", "tasks", "--practice", "harbour")
+    assert code == 0 and [(t["pms_id"], t["kind"], t["status"]) for t in data["tasks"]] == [
+        ("P1", "call", "open")]
+    task_id = str(data["tasks"][0]["id"])
+    code, data = run_json("outreach", "task-done", "--practice", "harbour", "--task", task_id,
+                          "--note", "left a voicemail")
+    assert code == 0 and data["status"] == "done"
+    assert run_json("outreach", "tasks", "--practice", "harbour")[1]["tasks"] == []
+    assert AuditEvent.objects.get(action="task.done").why == "left a voicemail"
+    make_practice(slug="elsewhere")
+    # Another practice's staff can never tick (or see) this practice's task.
+    assert run("outreach", "task-done", "--practice", "elsewhere", "--task", task_id)[0] == 2
+    assert run_json("outreach", "tasks", "--practice", "elsewhere", "--all")[1]["tasks"] == []

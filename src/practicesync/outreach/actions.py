@@ -10,7 +10,7 @@ from practicesync.audit import events
 from practicesync.audit.models import AuditEvent
 
 from .dispatch import STALE_BOOKING
-from .models import Sequence, Step
+from .models import Sequence, StaffTask, Step
 from .sequences import Event, booking_event, transition
 from .wording import text_problems
 
@@ -131,3 +131,16 @@ def save_step(*, actor: str, template, position: int, channel: str, delay: dt.ti
                           "delay_seconds": delay.total_seconds(), "condition": condition,
                           "body": body, "subject": subject})
     return step
+
+
+@transaction.atomic
+def mark_task_done(*, actor: str, task: StaffTask, note: str = "") -> StaffTask:
+    """Staff did the call, sent the letter, or checked the send."""
+    task = StaffTask.objects.select_for_update().select_related("practice", "patient").get(id=task.id)
+    if task.status == StaffTask.Status.OPEN:
+        task.status, task.done_by, task.done_at = StaffTask.Status.DONE, actor, timezone.now()
+        task.save(update_fields=["status", "done_by", "done_at"])
+        events.record(practice=task.practice, actor=actor, action="task.done", patient=task.patient,
+                      why=note or task.get_kind_display(),
+                      detail={"task_id": task.id, "kind": task.kind, "group_id": task.group_id})
+    return task

@@ -294,6 +294,10 @@ class Listener:
     process_here: bool = True
     tls: ssl.SSLContext | None = None
     group_max: int = 500                  # frames stored in one transaction at most
+    # Transactions in flight at once. Two: while one waits for its fsync the next group is
+    # already on its way (PostgreSQL flushes concurrent commits together), instead of one
+    # connection's round trips and fsync setting the pace alone.
+    committers: int = 2
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _connections: set = field(default_factory=set)
     _tasks: set = field(default_factory=set)
@@ -306,7 +310,7 @@ class Listener:
         self._permitted_at: float | None = None
         self._permitted = False
         self._group: list[tuple[Header, bytes, asyncio.Future]] = []
-        self._committer: asyncio.Task | None = None
+        self._committing: set[asyncio.Task] = set()
 
     async def _call(self, fn: Callable, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -359,13 +363,13 @@ class Listener:
                 "207", "", "could not be stored: not accepted, send it again"))
 
     async def _store(self, header: Header, raw: bytes):
-        """Group commit: queue the frame; a single committer stores whatever has queued up
-        (from every connection) while its previous transaction was in flight, in one. A
+        """Group commit: queue the frame; a committer stores whatever has queued up (from
+        every connection) while the transactions in flight were busy, in one transaction. A
         lone frame waits for nobody; under load one fsync covers many ACKs."""
         future = asyncio.get_running_loop().create_future()
         self._group.append((header, raw, future))
-        if self._committer is None:
-            self._committer = asyncio.create_task(self._commit_groups())
+        if len(self._committing) < self.committers:
+            self._committing.add(asyncio.create_task(self._commit_groups()))
         return await future
 
     async def _commit_groups(self) -> None:
@@ -373,14 +377,7 @@ class Listener:
             while self._group:
                 group = self._group[:self.group_max]
                 del self._group[:self.group_max]
-                try:
-                    outcomes = await self._call(self.inbox.accept_many,
-                                                [(header, raw) for header, raw, _ in group])
-                except Exception as e:  # noqa: BLE001 - each frame gets AE from its handler
-                    outcomes = [e] * len(group)
-                if len(outcomes) != len(group):
-                    outcomes = [RuntimeError("the inbox answered for the wrong number of "
-                                             "frames")] * len(group)
+                outcomes = await self._commit(group)
                 for (_, _, future), outcome in zip(group, outcomes, strict=True):
                     if future.done():
                         continue
@@ -389,7 +386,20 @@ class Listener:
                     else:
                         future.set_result(outcome)
         finally:
-            self._committer = None
+            # Right when the queue is seen empty (no await in between): a frame queued after
+            # this point starts a new committer instead of waiting for this finished one.
+            self._committing.discard(asyncio.current_task())
+
+    async def _commit(self, group: list) -> list:
+        """What the inbox says of each frame of the group; an exception stands for AE."""
+        try:
+            outcomes = await self._call(self.inbox.accept_many,
+                                        [(header, raw) for header, raw, _ in group])
+        except Exception as e:  # noqa: BLE001 - each frame gets AE from its handler
+            return [e] * len(group)
+        if len(outcomes) != len(group):
+            return [RuntimeError("the inbox answered for the wrong number of frames")] * len(group)
+        return outcomes
 
     async def _processed(self, stored) -> tuple[str, str]:
         """Original mode: process the inbox (in arrival order) until this row is done."""

@@ -3,9 +3,15 @@ import datetime as dt
 from django.core.management.base import BaseCommand
 
 from practicesync.cli import cli_actor, practice_arg, print_json, usage_error
-from practicesync.outreach.actions import NotAllowed, TextRejected, change_sequence, save_step
+from practicesync.outreach.actions import (
+    NotAllowed,
+    TextRejected,
+    change_sequence,
+    mark_task_done,
+    save_step,
+)
 from practicesync.outreach.dispatch import tick
-from practicesync.outreach.models import Channel, Sequence, Step
+from practicesync.outreach.models import Channel, Sequence, StaffTask, Step
 from practicesync.outreach.sequences import Event
 from practicesync.outreach.wording import sms_length
 from practicesync.results.models import ResultsTemplate
@@ -43,6 +49,17 @@ class Command(BaseCommand):
         t.add_argument("--practice", help="only this practice")
         t.add_argument("--json", action="store_true")
 
+        tasks = sub.add_parser("tasks", help="staff tasks: calls, letters, sends to check")
+        tasks.add_argument("--practice", required=True)
+        tasks.add_argument("--all", action="store_true", help="done ones too")
+        tasks.add_argument("--json", action="store_true")
+
+        done = sub.add_parser("task-done", help="mark a staff task done")
+        done.add_argument("--practice", required=True)
+        done.add_argument("--task", required=True, type=int)
+        done.add_argument("--note", default="")
+        done.add_argument("--json", action="store_true")
+
         steps = sub.add_parser("steps", help="show a Results template's steps")
         steps.add_argument("--practice", required=True)
         steps.add_argument("--action-key", required=True)
@@ -60,10 +77,37 @@ class Command(BaseCommand):
         step.add_argument("--condition", default="", choices=["", "not_booked"])
         step.add_argument("--json", action="store_true")
 
+    def tasks(self, *, practice, all, json, **_):
+        found = StaffTask.objects.filter(practice=practice_arg(practice)).select_related("patient")
+        if not all:
+            found = found.filter(status=StaffTask.Status.OPEN)
+        rows = [{"id": t.id, "pms_id": t.patient.pms_id, "kind": t.kind, "reason": t.reason,
+                 "status": t.status, "group_id": t.group_id, "message_id": t.message_id,
+                 "created_at": t.created_at, "done_by": t.done_by or None, "done_at": t.done_at}
+                for t in found.order_by("created_at", "id")]
+        if json:
+            print_json(self, {"tasks": rows})
+            return
+        for r in rows:
+            self.stdout.write(f"{r['id']}. [{r['status']}] {r['kind']} {r['pms_id']}: {r['reason']}")
+        if not rows:
+            self.stdout.write("no open staff tasks")
+
+    def task_done(self, *, practice, task, note, json, **_):
+        found = StaffTask.objects.filter(practice=practice_arg(practice), id=task).first()
+        if found is None:
+            raise usage_error(f"no staff task {task} at {practice}")
+        found = mark_task_done(actor=cli_actor(), task=found, note=note)
+        if json:
+            print_json(self, {"id": found.id, "status": found.status, "done_by": found.done_by,
+                              "done_at": found.done_at})
+        else:
+            self.stdout.write(f"task {found.id} done by {found.done_by}")
+
     def handle(self, *args, action, **opts):
         if action in STAFF_EVENTS:
             return self.change(event=STAFF_EVENTS[action], **opts)
-        getattr(self, action)(**opts)
+        getattr(self, action.replace("-", "_"))(**opts)
 
     def change(self, *, practice, group, json, event, **_):
         sequence = Sequence.objects.filter(practice=practice_arg(practice), group_id=group).first()
