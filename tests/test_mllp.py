@@ -372,6 +372,7 @@ def test_an_oversized_frame_is_reported_and_skipped():
     (b"MSH|", "102", "MSH-2", ""),
     (b"MSHA^~", "102", "MSH-1", ""),
     (b"MSH|^~\\&|A|B|C|D|20260101||ORU^R01|X\x01|P|2.4", "102", "", ""),
+    (b"MSH\x80:", "102", "MSH-2", ""),       # the ACK could not speak a non-ASCII delimiter
     (b"MSH|^~\\&|A|B|C|D|20260101||ORU^R01", "101", "MSH-10", ""),
     (b"MSH|^~\\&|A|B|C|D|20260101|||M1|P|2.4", "101", "MSH-9", "M1"),
     (b"MSH|^~\\&|A|B|C|D|20260101||ORM^O01|M1|P|2.4", "200", "MSH-9", "M1"),

@@ -281,7 +281,7 @@ def test_a_crash_in_a_later_batch_keeps_the_batches_before_it(harbour, bp_sim, m
     monkeypatch.undo()
     report = polling.poll_pms_results(practice=harbour, source=str(bp_sim.path), actor="test",
                                       batch_size=2)
-    assert report.results.counts["created"] == 3 and report.results.counts["unchanged"] == 0
+    assert report.report.counts["created"] == 3 and report.report.counts["unchanged"] == 0
     assert Result.objects.count() == 5
 
 
@@ -308,7 +308,7 @@ def test_rows_sharing_one_updated_time_are_all_read_across_batches(harbour, tmp_
         assert len(updated) == 1
         report = polling.poll_pms_results(practice=harbour, source=str(sim.path), actor="test",
                                           batch_size=2)
-    assert report.results.counts["created"] == 5 and Result.objects.count() == 5
+    assert report.report.counts["created"] == 5 and Result.objects.count() == 5
     assert report.cursor == {"INVESTIGATIONS": f"{updated.pop()}|5"}
 
 

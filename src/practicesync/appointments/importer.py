@@ -3,8 +3,6 @@ every change, and run Pause on Booking for the patients whose appointments chang
 transaction. Deciding is elsewhere: the row check in rows.py, what a patient's appointments
 mean for a sequence in outreach.sequences (via outreach.actions.refresh_bookings)."""
 
-from collections import Counter
-from dataclasses import dataclass, field
 
 from django.db import transaction
 from django.utils import timezone
@@ -14,6 +12,7 @@ from practicesync.connectors.csvfile.appointments import read_appointments
 from practicesync.connectors.fhir import server as fhir_server
 from practicesync.connectors.fhir.feeds import read_appointment_feed as read_fhir_feed
 from practicesync.connectors.hl7v2.feeds import read_appointment_feed as read_hl7_feed
+from practicesync.imports import ImportReport
 from practicesync.outreach.actions import refresh_bookings
 from practicesync.outreach.models import Sequence
 from practicesync.patients.models import Patient
@@ -34,21 +33,8 @@ MOVES = {Sequence.State.PAUSED_BOOKING: "sequences_paused",
          Sequence.State.COMPLETED: "sequences_completed"}
 
 
-@dataclass
-class AppointmentsReport:
-    counts: Counter = field(default_factory=Counter)
-    errors: list[dict] = field(default_factory=list)
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.errors else 0
-
-    def as_json(self) -> dict:
-        return {**{name: self.counts[name] for name in COUNTERS}, "errors": self.errors}
-
-    def add(self, other: "AppointmentsReport") -> None:
-        self.counts.update(other.counts)
-        self.errors += other.errors
+class AppointmentsReport(ImportReport):
+    COUNTERS = COUNTERS
 
 
 def sync_appointments(*, practice: Practice, source: str, actor: str, fmt: str = "csv"

@@ -225,13 +225,47 @@ class OutboxEntry(models.Model):
         ordering = ["id"]
 
 
+BULK_CHANNELS = (Channel.SMS, Channel.EMAIL)
+
+
+class MessageTemplate(models.Model):
+    """A saved, scanned text for bulk messages (DESIGN.md section 2, bulk-send rails). A bulk
+    never takes text typed at the moment of sending: that is how a clinical note reached
+    ~8,000 patients at Askern."""
+
+    practice = models.ForeignKey(Practice, on_delete=models.PROTECT,
+                                 related_name="message_templates")
+    name = models.CharField(max_length=100)
+    channel = models.CharField(max_length=10, choices=[(c.value, c.label) for c in BULK_CHANNELS])
+    subject = models.CharField(max_length=200, blank=True)
+    body = models.TextField()
+    created_by = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["practice", "name"]
+        constraints = [models.UniqueConstraint(fields=["practice", "name"],
+                                               name="one_message_template_per_name")]
+
+
 class BulkMessage(models.Model):
-    """One message to every patient a filter selects, confirmed by staff after a preview."""
+    """One message to every patient a filter selects (or, for a correction, to the patients
+    an earlier bulk reached), confirmed by staff after a preview."""
 
     class Status(models.TextChoices):
         DRAFT = "draft"
         CONFIRMED = "confirmed"
         CANCELLED = "cancelled"
+
+    class Phase(models.TextChoices):
+        """Where the bulk is on the rails. `status` above stays the coarse answer (was it
+        confirmed, was it stopped); the phase says which rail it waits at."""
+        DRAFT = "draft"  # created; waits for a second staff member when approval_needed
+        APPROVED = "approved"  # approved; the first batch is queued in the same step
+        FIRST_BATCH = "first_batch"  # the first batch is queued; the rest wait for a release
+        RELEASED = "released"  # everyone is queued
+        HALTED = "halted"  # stopped: nothing more is queued or sent
 
     practice = models.ForeignKey(Practice, on_delete=models.PROTECT, related_name="bulk_messages")
     channel = models.CharField(max_length=10, choices=Channel.choices)
@@ -243,3 +277,25 @@ class BulkMessage(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     confirmed_by = models.CharField(max_length=200, blank=True)
     confirmed_at = models.DateTimeField(null=True, blank=True)
+    phase = models.CharField(max_length=12, choices=Phase.choices, default=Phase.DRAFT)
+    # Null only on bulks written before bulk text had to come from a saved template.
+    template = models.ForeignKey(MessageTemplate, null=True, blank=True, on_delete=models.PROTECT,
+                                 related_name="bulk_messages")
+    corrects = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT,
+                                 related_name="corrections")
+    # A correction goes to exactly these patients (ids), not to whoever a filter selects.
+    recipient_ids = models.JSONField(null=True, blank=True)
+    # How many patients would get it, counted when it was created: what an approver sees.
+    recipient_count = models.PositiveIntegerField(default=0)
+    approval_needed = models.BooleanField(default=False)
+    approved_by = models.CharField(max_length=200, blank=True)
+    approved_at = models.DateTimeField(null=True, blank=True)
+    # Patient ids: the first batch (what a correction of "the first batch" reaches), and the
+    # recipients decided at confirm who wait for the release. Ids and not messages, so a
+    # halted bulk has nothing left that a worker could send.
+    first_batch = models.JSONField(default=list)
+    waiting = models.JSONField(default=list)
+    released_by = models.CharField(max_length=200, blank=True)
+    released_at = models.DateTimeField(null=True, blank=True)
+    halted_by = models.CharField(max_length=200, blank=True)
+    halted_at = models.DateTimeField(null=True, blank=True)

@@ -2,8 +2,6 @@
 sequence, audit it all, in one transaction. Deciding is in eligibility/grouping/sequences."""
 
 import datetime as dt
-from collections import Counter
-from dataclasses import dataclass, field
 
 from django.db import transaction
 from django.utils import timezone
@@ -14,6 +12,7 @@ from practicesync.connectors.fhir import read_result_feed as read_fhir_result_fe
 from practicesync.connectors.fhir import server as fhir_server
 from practicesync.connectors.hl7v2.feeds import read_result_feed
 from practicesync.connectors.profiles import PRIORITY, get_profile
+from practicesync.imports import ImportReport
 from practicesync.outreach.actions import started_fields
 from practicesync.outreach.models import Sequence
 from practicesync.outreach.sequences import sequence_change
@@ -37,17 +36,8 @@ TRACKED = ("test_name", "performed_on", "performed_at", "reported_on", "actioned
            "action_key", "action_kind", "patient_id")
 
 
-@dataclass
-class ResultsReport:
-    counts: Counter = field(default_factory=Counter)
-    errors: list[dict] = field(default_factory=list)
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.errors else 0
-
-    def as_json(self) -> dict:
-        return {**{name: self.counts[name] for name in COUNTERS}, "errors": self.errors}
+class ResultsReport(ImportReport):
+    COUNTERS = COUNTERS
 
 
 def sync_results(*, practice: Practice, source: str, actor: str, fmt: str = "csv"

@@ -160,6 +160,10 @@ def read_msh(frame_bytes: bytes) -> tuple[Header, Rejection | None]:
     seps, error = _msh_separators(0, line)
     if error:
         return Header(), Rejection("102", error.field, error.reason)
+    if not (seps.field + line[4:].split(seps.field, 1)[0]).isascii():
+        # The ACK is written in the message's delimiters; a non-ASCII one would not survive
+        # its UTF-8 encoding, and HL7 delimiters are ASCII anyway.
+        return Header(), Rejection("102", "MSH-2", "MSH-1/MSH-2 delimiters must be ASCII")
     if control := _CONTROL.search(line):
         return Header(), Rejection("102", "", f"MSH holds control character "
                                               f"0x{ord(control.group()):02x}")

@@ -1,15 +1,16 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from practicesync.cli import FAILED, cli_actor, exit_with, practice_arg, print_json, usage_error
+from practicesync.cli import FAILED, cli_actor, practice_arg, print_json, usage_error
 from practicesync.connectors.csvfile.source import SourceError
 from practicesync.connectors.pmsdb import NoPmsConnector
+from practicesync.imports import print_import
 from practicesync.practices.access import SyncNotPermitted
 from practicesync.results.actions import (
     NotOnChecklist,
     mark_checklist_done,
     set_template_auto_start,
 )
-from practicesync.results.importer import COUNTERS, sync_results
+from practicesync.results.importer import sync_results
 from practicesync.results.models import ResultGroup, ResultsTemplate
 from practicesync.results.polling import poll_pms_results
 
@@ -104,18 +105,9 @@ class Command(BaseCommand):
         except SourceError as e:
             raise CommandError(str(e), returncode=FAILED) from e
         at = ", ".join(f"{table} {where}" for table, where in sorted(polled.cursor.items()))
-        self._finish(polled.results, polled.as_json(), json=json,
+        self._finish(polled.report, polled.as_json(), json=json,
                      notes=[f"cursor: {at or 'at the start'}"])
 
     def _finish(self, report, data, *, json, notes=()):
-        if json:
-            print_json(self, data)
-        else:
-            self.stdout.write(", ".join(f"{k.replace('_', ' ')} {report.counts[k]}"
-                                        for k in COUNTERS if report.counts[k]) or "no results")
-            for e in report.errors:
-                where = f"row {e['row']}" + (f" {e['result_id']}" if "result_id" in e else "")
-                self.stdout.write(f"! {where} ({e['pms_id']}) {e['field']}: {e['message']}")
-            for note in notes:
-                self.stdout.write(note)
-        exit_with(report.exit_code)
+        print_import(self, report, data, json=json, nothing="no results", id_field="result_id",
+                     notes=notes)
