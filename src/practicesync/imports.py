@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from django.core.management.base import CommandError
 from django.db import transaction
 
-from practicesync.cli import exit_with, print_json
+from practicesync.cli import FAILED, exit_with, print_json, usage_error
 from practicesync.connectors.csvfile.source import SourceError
 from practicesync.connectors.pmsdb import DatabaseError, open_database, read_batch
 from practicesync.practices.access import require_sync_permission
@@ -96,6 +97,27 @@ def poll_pms(*, practice, source: str, cursor_source: str, tables, id_field: str
             line += len(batch.rows)
             if not batch.more:
                 return polled
+
+
+def run_import_command(command, do_import: Callable, *, json: bool, nothing: str,
+                       id_field: str) -> None:
+    """A sync or poll command: run the import, map refusals to exit 2 and unreadable sources
+    to exit 1, print the report (a poll adds its cursor) and exit 0, or 1 with row errors."""
+    from practicesync.connectors.pmsdb import NoPmsConnector
+    from practicesync.practices.access import SyncNotPermitted
+
+    try:
+        done = do_import()
+    except (SyncNotPermitted, NoPmsConnector) as e:
+        raise usage_error(str(e)) from e
+    except SourceError as e:
+        raise CommandError(str(e), returncode=FAILED) from e
+    report, notes = done, ()
+    if isinstance(done, PollReport):
+        at = ", ".join(f"{table} {where}" for table, where in sorted(done.cursor.items()))
+        report, notes = done.report, [f"cursor: {at or 'at the start'}"]
+    print_import(command, report, done.as_json(), json=json, nothing=nothing, id_field=id_field,
+                 notes=notes)
 
 
 def print_import(command, report: ImportReport, data: dict, *, json: bool, nothing: str,

@@ -4,6 +4,13 @@ Unlike a results follow-up, these go on the channel staff chose or not at all: t
 `recipients.plan_direct`, and a refusal names its reason. Actions are keyword-only, run in one
 transaction and are audited; they only queue Message rows, which the dispatcher delivers
 within the practice's send window and rate limit.
+
+Bulk messages run on the safety rails of DESIGN.md section 2 (after the Askern incident, a
+clinical note sent to ~8,000 patients): saved and scanned templates only; a second staff
+member approves more than PRACTICESYNC_BULK_APPROVAL_OVER recipients; only the first batch
+goes until staff release the rest; a halt stops it at once; a correction reaches exactly the
+patients it reached. The dispatcher adds the last two: every message is checked against the
+patient's status just before sending, and bulk delivery is held while the last sync is stale.
 """
 
 import datetime as dt
@@ -13,6 +20,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -22,8 +30,8 @@ from practicesync.audit.models import AuditEvent
 from practicesync.patients.models import Patient
 
 from .actions import TextRejected
-from .dispatch import PracticeFacts, window_of
-from .models import BulkMessage, Message
+from .dispatch import PracticeFacts, bulk_held, window_of
+from .models import BulkMessage, Message, MessageTemplate
 from .recipients import Plan, Policy, Recipient, plan_direct
 from .window import next_send_time
 from .wording import DEFAULT_SUBJECT, render, sms_length, text_problems
@@ -52,7 +60,17 @@ class BadFilter(ValueError):
 
 
 class BulkNotAllowed(ValueError):
+    """This bulk may not take this step now; the message says why."""
+
+
+class SelfApproval(BulkNotAllowed):
     pass
+
+
+class NeedsApproval(BulkNotAllowed):
+    def __init__(self, bulk):
+        super().__init__(f"bulk {bulk.id} goes to {bulk.recipient_count} patients: another staff "
+                         f"member must approve it (bulk approve --bulk {bulk.id})")
 
 
 # --- pure decisions ------------------------------------------------------------------------
@@ -204,7 +222,74 @@ def _send_direct(*, actor, patient, channel, kind, body, subject, problems, now)
     return message
 
 
-# --- bulk ----------------------------------------------------------------------------------
+# --- bulk: pure decisions ------------------------------------------------------------------
+
+_MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
+          r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)")
+# What a bulk text may not hold, in the order it is looked for. Each find is blanked out
+# before the next pattern looks, so one number is named once (an ISO date is not also a long
+# number). A date needs its year: "clinics on Saturday 7 March" is a notice, "1 July 1980" is
+# someone's date of birth.
+_IDENTIFIERS = (
+    ("an email address", re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")),
+    ("a date of birth or other date", re.compile(
+        r"(?<!\d)\d{4}-\d{1,2}-\d{1,2}(?!\d)"
+        r"|(?<!\d)\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}(?!\d)"
+        rf"|\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}\.?,?\s+\d{{4}}\b"
+        rf"|\b{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b"
+        r"|\b(?:dob|d\.o\.b|date of birth|born on)\b", re.IGNORECASE)),
+    ("a phone number", re.compile(
+        r"(?<![\w+])(?:\+\d{1,3}[\s.-]?|\(0\d{1,4}\)\s?|0)\d(?:[\s.-]?\d){6,}(?!\d)")),
+    ("an IHI (16 digits)", re.compile(r"(?<!\d)\d{4}[\s-]?\d{4}[\s-]?\d{4}[\s-]?\d{4}(?!\d)")),
+    ("an NHS number (10 digits)", re.compile(r"(?<!\d)\d{3}[\s-]?\d{3}[\s-]?\d{4}(?!\d)")),
+    ("a Medicare number", re.compile(r"(?<!\d)\d{4}[\s-]?\d{5}[\s-]?\d(?:[\s/-]?\d)?(?!\d)")),
+    ("a long number (an identifier or a phone number)",
+     re.compile(r"(?<!\d)\d(?:[\s-]?\d){7,}(?!\d)")),
+)
+
+
+def identifier_problems(text: str) -> list[str]:
+    """Identifiers and contact details in a bulk text. The reason names the kind, never what
+    was found: refusals are audited, and the audit log is no place for an NHS number."""
+    found, rest = [], text
+    for what, pattern in _IDENTIFIERS:
+        if pattern.search(rest):
+            found.append(f"the text looks like it holds {what}")
+            rest = pattern.sub(lambda m: "#" * len(m.group(0)), rest)
+    return found
+
+
+def template_problems(channel: str, body: str, subject: str = "") -> list[str]:
+    """Why a bulk template may not be saved or sent; empty when it may. One text goes to
+    thousands, so an email gets the SMS rules too (subject included): no test names, values
+    or outcomes, and no identifiers, dates or contact details anywhere."""
+    problems = [p for p in text_problems(channel, body, subject) if not p.startswith("sms text")]
+    problems += [p.replace("sms text", "bulk text", 1)
+                 for p in text_problems("sms", f"{subject}\n{body}") if p.startswith("sms text")]
+    return problems + identifier_problems(f"{subject}\n{body}")
+
+
+def needs_approval(*, recipients: int, over: int, corrects_approved: bool = False) -> bool:
+    """A second staff member approves a bulk to more than `over` patients. A correction of a
+    bulk that was approved is not held for a second approval: it goes to (some of) the
+    same patients, and while it waited the wrong message would stand uncorrected."""
+    return recipients > over and not corrects_approved
+
+
+def release_refusal(*, phase: str, first_batch_pending: int) -> str | None:
+    """Why the rest of a bulk may not be released now; None when it may. Staff release it
+    after seeing how the first batch went, so the first batch must have gone."""
+    if phase in (BulkMessage.Phase.DRAFT, BulkMessage.Phase.APPROVED):
+        return "its first batch has not been sent yet"
+    if phase == BulkMessage.Phase.HALTED:
+        return "it was halted"
+    if first_batch_pending:
+        return (f"{first_batch_pending} message(s) of its first batch have not gone yet; "
+                f"release the rest once you have seen how the first batch went")
+    return None
+
+
+# --- bulk: who gets it ---------------------------------------------------------------------
 
 def _selection(practice, flt: dict):
     qs = Patient.objects.filter(practice=practice, status__in=flt["status"])
@@ -221,18 +306,30 @@ def _selection(practice, flt: dict):
     return qs
 
 
-def _planned(practice, flt: dict, channel: str, facts: PracticeFacts):
-    """(patient row, plan, exclusion or None) for everyone the filter selects, 1,000 at a time."""
-    ids = list(_selection(practice, flt).order_by("id").values_list("id", flat=True))
+def _candidates(bulk: BulkMessage) -> tuple[list[int], dict | None]:
+    """A bulk's patients to decide on, and the filter whose ages apply: a correction's fixed
+    list, or whoever the filter selects now."""
+    if bulk.recipient_ids is not None:
+        return list(bulk.recipient_ids), None
+    flt = bulk.recipient_filter
+    return list(_selection(bulk.practice, flt).order_by("id").values_list("id", flat=True)), flt
+
+
+def _planned(ids: list[int], channel: str, facts: PracticeFacts, flt: dict | None = None):
+    """(patient row, plan, exclusion or None) for these patients, 1,000 at a time."""
     for start in range(0, len(ids), BATCH):
         chunk = ids[start:start + BATCH]
         recipients = facts.recipients(chunk)
         for pid in chunk:
             row, recipient = recipients[pid]
-            if not _age_ok(recipient.age, flt):
+            if flt is not None and not _age_ok(recipient.age, flt):
                 continue
             plan = plan_direct(channel=channel, recipient=recipient, policy=facts.policy)
             yield row, plan, None if plan.action == "send" else exclusion(plan.reason)
+
+
+def _count(ids, channel, facts, flt) -> int:
+    return sum(excluded is None for _, _, excluded in _planned(ids, channel, facts, flt))
 
 
 @dataclass
@@ -254,6 +351,7 @@ class _Lengths:
 @dataclass
 class Preview:
     channel: str
+    template: str = ""
     recipients: int = 0
     generic: int = 0
     excluded: Counter = field(default_factory=Counter)
@@ -262,9 +360,13 @@ class Preview:
     sample_generic: str | None = None
     sms: _Lengths | None = None
     problems: list[str] = field(default_factory=list)
+    approval_needed: bool = False
+    first_batch: int = 0
+    held_by_stale_sync: bool = False
 
     def as_json(self) -> dict:
-        return {"channel": self.channel, "recipients": self.recipients, "generic": self.generic,
+        return {"channel": self.channel, "template": self.template, "recipients": self.recipients,
+                "generic": self.generic,
                 "excluded": {k: self.excluded[k] for k in (*EXCLUSIONS, *sorted(
                     set(self.excluded) - set(EXCLUSIONS)))},
                 "excluded_total": sum(self.excluded.values()), "sample": self.sample,
@@ -273,18 +375,30 @@ class Preview:
                                      "characters": self.sms.characters,
                                      "segments": self.sms.segments,
                                      "total_segments": self.sms.total_segments},
-                "problems": self.problems}
+                "problems": self.problems, "approval_needed": self.approval_needed,
+                "first_batch": self.first_batch, "held_by_stale_sync": self.held_by_stale_sync}
 
 
-def preview_bulk(*, practice, recipient_filter: dict, channel: str, body: str, subject: str = "",
+def _same_practice(practice, template: MessageTemplate) -> None:
+    if template.practice_id != practice.id:
+        raise BulkNotAllowed(f"no message template {template.name!r} at {practice.slug}")
+
+
+def preview_bulk(*, practice, recipient_filter: dict, template: MessageTemplate,
                  now: dt.datetime | None = None) -> Preview:
-    """Who would get it and who not (by reason), a sample text and the SMS size. Reads only."""
-    _check_channel(channel)
+    """Who would get it and who not (by reason), a sample text, the SMS size, and which rails
+    it would meet (approval, first batch, a stale-sync hold). Reads only."""
+    _same_practice(practice, template)
     flt = normalise_filter(recipient_filter)
-    facts = PracticeFacts(practice, now or timezone.now())
-    preview = Preview(channel=channel, problems=text_problems(channel, body, subject),
-                      sms=_Lengths() if channel == "sms" else None)
-    for row, plan, excluded in _planned(practice, flt, channel, facts):
+    now = now or timezone.now()
+    facts = PracticeFacts(practice, now)
+    channel, body, subject = template.channel, template.body, template.subject
+    preview = Preview(channel=channel, template=template.name,
+                      problems=template_problems(channel, body, subject),
+                      sms=_Lengths() if channel == "sms" else None,
+                      held_by_stale_sync=bulk_held(practice, now))
+    ids = list(_selection(practice, flt).order_by("id").values_list("id", flat=True))
+    for row, plan, excluded in _planned(ids, channel, facts, flt):
         if excluded:
             preview.excluded[excluded] += 1
             continue
@@ -304,128 +418,360 @@ def preview_bulk(*, practice, recipient_filter: dict, channel: str, body: str, s
                 preview.sample_subject = personal_text(subject or DEFAULT_SUBJECT,
                                                        first_name=row["given_name"], generic=False,
                                                        practice=practice)
+    preview.approval_needed = needs_approval(recipients=preview.recipients,
+                                             over=settings.PRACTICESYNC_BULK_APPROVAL_OVER)
+    preview.first_batch = min(preview.recipients, settings.PRACTICESYNC_BULK_FIRST_BATCH)
     return preview
 
 
-@transaction.atomic
-def create_bulk(*, actor: str, practice, recipient_filter: dict, channel: str, body: str,
-                subject: str = "") -> BulkMessage:
-    """A draft: nothing goes out until confirm_bulk. Raises TextRejected, BadFilter."""
+# --- bulk: saved templates -----------------------------------------------------------------
+
+def save_template(*, actor: str, practice, name: str, channel: str, body: str, subject: str = "",
+                  now: dt.datetime | None = None) -> MessageTemplate:
+    """Save (or replace) the practice's bulk template `name`. A text with clinical details,
+    identifiers, dates or contact details raises TextRejected, recorded as
+    message_template.refused. A bulk already created keeps the text it was created with."""
     _check_channel(channel)
-    flt = normalise_filter(recipient_filter)
-    if problems := text_problems(channel, body, subject):
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise ValueError("a template name is 1 to 100 characters")
+    subject = subject if channel == "email" else ""
+    problems = template_problems(channel, body, subject)
+    now = now or timezone.now()
+    with transaction.atomic():
+        detail = {"name": name, "channel": channel}
+        if problems:
+            events.record(practice=practice, actor=actor, action="message_template.refused",
+                          why=problems[0][:200], at=now, detail=detail | {"problems": problems})
+        else:
+            template, created = MessageTemplate.objects.select_for_update().get_or_create(
+                practice=practice, name=name,
+                defaults={"channel": channel, "body": body, "subject": subject,
+                          "created_by": actor})
+            if not created:
+                template.channel, template.body, template.subject = channel, body, subject
+                template.save(update_fields=["channel", "body", "subject", "updated_at"])
+            events.record(practice=practice, actor=actor, action="message_template.saved",
+                          why="created" if created else "replaced", at=now,
+                          detail=detail | {"template_id": template.id, "body": body,
+                                           "subject": subject})
+    # Raised after the commit so the refusal stays on the record.
+    if problems:
         raise TextRejected(problems)
-    bulk = BulkMessage.objects.create(practice=practice, channel=channel, body=body,
-                                      subject=subject if channel == "email" else "",
-                                      recipient_filter=flt, created_by=actor)
+    return template
+
+
+def template_by_name(practice, name: str) -> MessageTemplate:
+    found = MessageTemplate.objects.filter(practice=practice, name=name.strip()).first()
+    if found is None:
+        raise BulkNotAllowed(f"no message template {name!r} at {practice.slug}")
+    return found
+
+
+# --- bulk: the rails -----------------------------------------------------------------------
+
+@transaction.atomic
+def create_bulk(*, actor: str, practice, recipient_filter: dict, template: MessageTemplate,
+                now: dt.datetime | None = None) -> BulkMessage:
+    """A draft: nothing goes out until confirm_bulk (or approve_bulk, when more patients
+    would get it than one person may send to alone). Raises TextRejected, BadFilter."""
+    _same_practice(practice, template)
+    flt = normalise_filter(recipient_filter)
+    return _create(actor=actor, practice=practice, template=template, recipient_filter=flt,
+                   recipient_ids=None, corrects=None, now=now or timezone.now())
+
+
+def _create(*, actor, practice, template, recipient_filter, recipient_ids, corrects,
+            now) -> BulkMessage:
+    channel, body, subject = template.channel, template.body, template.subject
+    # Scanned again: the rules may have grown since the template was saved.
+    if problems := template_problems(channel, body, subject):
+        raise TextRejected(problems)
+    bulk = BulkMessage(practice=practice, channel=channel, body=body, subject=subject,
+                       template=template, recipient_filter=recipient_filter,
+                       recipient_ids=recipient_ids, corrects=corrects, created_by=actor)
+    ids, flt = _candidates(bulk)
+    bulk.recipient_count = _count(ids, channel, PracticeFacts(practice, now), flt)
+    bulk.approval_needed = needs_approval(
+        recipients=bulk.recipient_count, over=settings.PRACTICESYNC_BULK_APPROVAL_OVER,
+        corrects_approved=bool(corrects and corrects.approved_by))
+    bulk.save()
     events.record(practice=practice, actor=actor, action="bulk.created", why=f"bulk {channel}",
-                  detail={"bulk_id": bulk.id, "channel": channel, "filter": flt, "body": body,
-                          "subject": bulk.subject})
+                  at=now, detail={"bulk_id": bulk.id, "channel": channel, "filter": recipient_filter,
+                                  "template": template.name, "body": body, "subject": subject,
+                                  "recipients": bulk.recipient_count,
+                                  "approval_needed": bulk.approval_needed,
+                                  "corrects": corrects and corrects.id})
     return bulk
 
 
-def confirm_bulk(*, actor: str, bulk: BulkMessage, now: dt.datetime | None = None) -> dict:
-    """Queue one message per eligible recipient, decided now (a patient who died since the
-    preview gets nothing). A repeated confirm queues nothing more. Returns bulk_status."""
-    now = now or timezone.now()
+def _queue(*, actor, bulk: BulkMessage, ids: list[int], flt: dict | None, now, limit=None):
+    """Decide on these patients now (a patient who died since the preview gets nothing) and
+    queue a message for each recipient, up to `limit`. Returns (counts, the patient ids
+    queued, the recipients left over)."""
     practice = bulk.practice
+    facts = PracticeFacts(practice, now)
+    not_before = next_send_time(now, **window_of(practice))
+    subject_of = (lambda row: personal_text(bulk.subject or DEFAULT_SUBJECT,
+                                            first_name=row["given_name"], generic=False,
+                                            practice=practice)) \
+        if bulk.channel == "email" else (lambda row: "")
+    messages, skipped, counts, queued, left = [], [], Counter(), [], []
+
+    def flush():
+        # The unique idempotency key is the last guard: a recipient is never queued twice.
+        Message.objects.bulk_create(messages, batch_size=BATCH, ignore_conflicts=True)
+        AuditEvent.objects.bulk_create(skipped, batch_size=BATCH)
+        messages.clear()
+        skipped.clear()
+
+    for row, plan, excluded in _planned(ids, bulk.channel, facts, flt):
+        if excluded:
+            counts[excluded] += 1
+            skipped.append(AuditEvent(
+                practice=practice, at=now, actor=actor, action="bulk.skipped",
+                why=_readable(plan.reason)[:200], patient_id=row["id"],
+                detail={"bulk_id": bulk.id, "reason": excluded, "channel": bulk.channel}))
+        elif limit is not None and len(queued) >= limit:
+            left.append(row["id"])  # decided as a recipient; waits for the release
+        else:
+            counts["queued"] += 1
+            counts["generic"] += plan.generic
+            queued.append(row["id"])
+            messages.append(Message(
+                practice=practice, patient_id=row["id"], kind=Message.Kind.BULK, bulk=bulk,
+                channel=bulk.channel, to=plan.to, subject=subject_of(row),
+                body=personal_text(bulk.body, first_name=row["given_name"],
+                                   generic=plan.generic, practice=practice),
+                idempotency_key=f"bulk:{bulk.id}:{row['id']}", not_before=not_before,
+                created_by=actor))
+        if len(messages) >= BATCH or len(skipped) >= BATCH:
+            flush()
+    flush()
+    return counts, queued, left, not_before
+
+
+def confirm_bulk(*, actor: str, bulk: BulkMessage, now: dt.datetime | None = None) -> dict:
+    """Queue the first batch (PRACTICESYNC_BULK_FIRST_BATCH recipients); every other
+    recipient is decided now and waits for release_bulk. A repeated confirm queues nothing
+    more. A bulk that needs a second approval raises NeedsApproval. Returns bulk_status."""
+    now = now or timezone.now()
     with transaction.atomic():
-        # The claim: only one confirm moves the draft on, however many run at once.
-        claimed = BulkMessage.objects.filter(id=bulk.id, status=BulkMessage.Status.DRAFT).update(
-            status=BulkMessage.Status.CONFIRMED, confirmed_by=actor, confirmed_at=now)
+        # The claim: only one confirm moves the bulk on, however many run at once. A bulk
+        # that needs approval moves on only from `approved`, which approve_bulk sets.
+        ready = BulkMessage.Phase.APPROVED if bulk.approval_needed else BulkMessage.Phase.DRAFT
+        claimed = BulkMessage.objects.filter(
+            id=bulk.id, status=BulkMessage.Status.DRAFT, phase=ready).update(
+            status=BulkMessage.Status.CONFIRMED, phase=BulkMessage.Phase.FIRST_BATCH,
+            confirmed_by=actor, confirmed_at=now)
         bulk.refresh_from_db()
         if not claimed:
-            if bulk.status == BulkMessage.Status.CANCELLED:
-                raise BulkNotAllowed(f"bulk {bulk.id} was cancelled; it cannot be sent")
-            return bulk_status(bulk)
-        facts = PracticeFacts(practice, now)
-        not_before = next_send_time(now, **window_of(practice))
-        subject_of = (lambda row: personal_text(bulk.subject or DEFAULT_SUBJECT,
-                                                first_name=row["given_name"], generic=False,
-                                                practice=practice)) \
-            if bulk.channel == "email" else (lambda row: "")
-        messages, skipped, counts = [], [], Counter()
-
-        def flush():
-            # The unique idempotency key is the last guard: a recipient is never queued twice.
-            Message.objects.bulk_create(messages, batch_size=BATCH, ignore_conflicts=True)
-            AuditEvent.objects.bulk_create(skipped, batch_size=BATCH)
-            messages.clear()
-            skipped.clear()
-
-        for row, plan, excluded in _planned(practice, bulk.recipient_filter, bulk.channel, facts):
-            if excluded:
-                counts[excluded] += 1
-                skipped.append(AuditEvent(
-                    practice=practice, at=now, actor=actor, action="bulk.skipped",
-                    why=_readable(plan.reason)[:200], patient_id=row["id"],
-                    detail={"bulk_id": bulk.id, "reason": excluded, "channel": bulk.channel}))
-            else:
-                counts["queued"] += 1
-                counts["generic"] += plan.generic
-                messages.append(Message(
-                    practice=practice, patient_id=row["id"], kind=Message.Kind.BULK, bulk=bulk,
-                    channel=bulk.channel, to=plan.to, subject=subject_of(row),
-                    body=personal_text(bulk.body, first_name=row["given_name"],
-                                       generic=plan.generic, practice=practice),
-                    idempotency_key=f"bulk:{bulk.id}:{row['id']}", not_before=not_before,
-                    created_by=actor))
-            if len(messages) >= BATCH or len(skipped) >= BATCH:
-                flush()
-        flush()
-        events.record(practice=practice, actor=actor, action="bulk.confirmed",
-                      why=f"{counts['queued']} queued, {sum(counts[k] for k in EXCLUSIONS)} excluded",
+            if bulk.phase == BulkMessage.Phase.HALTED:
+                raise BulkNotAllowed(f"bulk {bulk.id} was halted; it cannot be sent")
+            if bulk.phase == BulkMessage.Phase.DRAFT:
+                raise NeedsApproval(bulk)
+            return bulk_status(bulk, now=now)
+        ids, flt = _candidates(bulk)
+        counts, queued, left, not_before = _queue(
+            actor=actor, bulk=bulk, ids=ids, flt=flt, now=now,
+            limit=settings.PRACTICESYNC_BULK_FIRST_BATCH)
+        bulk.first_batch, bulk.waiting = queued, left
+        bulk.save(update_fields=["first_batch", "waiting"])
+        events.record(practice=bulk.practice, actor=actor, action="bulk.confirmed",
+                      why=f"first batch of {counts['queued']} queued, {len(left)} wait for a "
+                          f"release, {sum(counts[k] for k in EXCLUSIONS)} excluded",
                       at=now, detail={"bulk_id": bulk.id, "channel": bulk.channel,
                                       "queued": counts["queued"], "generic": counts["generic"],
+                                      "waiting": len(left),
                                       "excluded": {k: counts[k] for k in EXCLUSIONS},
                                       "not_before": not_before.isoformat()})
-    return bulk_status(bulk)
+    return bulk_status(bulk, now=now)
+
+
+def approve_bulk(*, actor: str, bulk: BulkMessage, now: dt.datetime | None = None) -> dict:
+    """A second staff member's approval of a bulk to more patients than one may send to
+    alone; the approval sends the first batch. The creator may not approve their own bulk
+    (raises SelfApproval, recorded as bulk.approval_refused). Returns bulk_status."""
+    now = now or timezone.now()
+    refused = None
+    with transaction.atomic():
+        bulk.refresh_from_db()
+        if not bulk.approval_needed:
+            raise BulkNotAllowed(f"bulk {bulk.id} goes to {bulk.recipient_count} patients and "
+                                 f"needs no second approval")
+        if actor == bulk.created_by:
+            refused = SelfApproval(f"bulk {bulk.id} was created by {actor}; another staff member "
+                                   f"must approve it")
+            events.record(practice=bulk.practice, actor=actor, action="bulk.approval_refused",
+                          why=str(refused)[:200], at=now, detail={"bulk_id": bulk.id})
+        else:
+            claimed = BulkMessage.objects.filter(id=bulk.id, phase=BulkMessage.Phase.DRAFT).update(
+                phase=BulkMessage.Phase.APPROVED, approved_by=actor, approved_at=now)
+            bulk.refresh_from_db()
+            if not claimed:
+                if bulk.phase == BulkMessage.Phase.HALTED:
+                    raise BulkNotAllowed(f"bulk {bulk.id} was halted; it cannot be approved")
+                return bulk_status(bulk, now=now)  # approved already: nothing more to do
+            events.record(practice=bulk.practice, actor=actor, action="bulk.approved",
+                          why=f"{bulk.recipient_count} recipients, created by {bulk.created_by}",
+                          at=now, detail={"bulk_id": bulk.id, "created_by": bulk.created_by,
+                                          "recipients": bulk.recipient_count})
+            status = confirm_bulk(actor=actor, bulk=bulk, now=now)
+    if refused is not None:
+        raise refused
+    return status
+
+
+def release_bulk(*, actor: str, bulk: BulkMessage, now: dt.datetime | None = None) -> dict:
+    """Queue everyone who waits after the first batch, decided again now. Refused until the
+    first batch has gone. A repeated release queues nothing more. Returns bulk_status."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        bulk.refresh_from_db()
+        if bulk.phase == BulkMessage.Phase.RELEASED:
+            return bulk_status(bulk, now=now)
+        pending = Message.objects.filter(
+            bulk=bulk, patient_id__in=bulk.first_batch,
+            status__in=[Message.Status.QUEUED, Message.Status.SENDING]).count()
+        if why := release_refusal(phase=bulk.phase, first_batch_pending=pending):
+            raise BulkNotAllowed(f"bulk {bulk.id} cannot be released: {why}")
+        # The claim: a halt or another release in between wins, and this one queues nothing.
+        if not BulkMessage.objects.filter(id=bulk.id, phase=BulkMessage.Phase.FIRST_BATCH).update(
+                phase=BulkMessage.Phase.RELEASED, released_by=actor, released_at=now, waiting=[]):
+            bulk.refresh_from_db()
+            if bulk.phase == BulkMessage.Phase.HALTED:
+                raise BulkNotAllowed(f"bulk {bulk.id} cannot be released: it was halted")
+            return bulk_status(bulk, now=now)
+        counts, _, _, not_before = _queue(actor=actor, bulk=bulk, ids=list(bulk.waiting), flt=None,
+                                          now=now)
+        bulk.refresh_from_db()
+        events.record(practice=bulk.practice, actor=actor, action="bulk.released",
+                      why=f"{counts['queued']} queued, "
+                          f"{sum(counts[k] for k in EXCLUSIONS)} excluded since the confirm",
+                      at=now, detail={"bulk_id": bulk.id, "queued": counts["queued"],
+                                      "generic": counts["generic"],
+                                      "excluded": {k: counts[k] for k in EXCLUSIONS},
+                                      "not_before": not_before.isoformat()})
+    return bulk_status(bulk, now=now)
 
 
 @transaction.atomic
-def cancel_bulk(*, actor: str, bulk: BulkMessage, now: dt.datetime | None = None) -> dict:
-    """Stop what has not gone yet. Messages already with a provider are not recalled."""
+def halt_bulk(*, actor: str, bulk: BulkMessage, now: dt.datetime | None = None) -> dict:
+    """Stop a bulk at once: its queued messages are skipped, nobody waiting is released and
+    a draft can no longer be approved. Messages a worker already took are not recalled."""
     now = now or timezone.now()
+    bulk.refresh_from_db()
+    dropped = len(bulk.waiting)
+    halted = BulkMessage.objects.filter(id=bulk.id).exclude(phase=BulkMessage.Phase.HALTED).update(
+        phase=BulkMessage.Phase.HALTED, status=BulkMessage.Status.CANCELLED, halted_by=actor,
+        halted_at=now, waiting=[])
     # Conditional on `queued`: a message the dispatcher claimed meanwhile goes out as claimed.
     stopped = Message.objects.filter(bulk=bulk, status=Message.Status.QUEUED).update(
-        status=Message.Status.FAILED, error=f"bulk cancelled by {actor}"[:500])
-    BulkMessage.objects.filter(id=bulk.id).update(status=BulkMessage.Status.CANCELLED)
+        status=Message.Status.SKIPPED, error=f"halted by {actor}"[:500])
     bulk.refresh_from_db()
-    events.record(practice=bulk.practice, actor=actor, action="bulk.cancelled",
-                  why=f"{stopped} queued messages stopped", at=now,
-                  detail={"bulk_id": bulk.id, "stopped": stopped})
-    return bulk_status(bulk)
+    if halted or stopped:
+        in_flight = Message.objects.filter(bulk=bulk, status=Message.Status.SENDING).count()
+        events.record(practice=bulk.practice, actor=actor, action="bulk.halted",
+                      why=f"{stopped} queued messages stopped, {dropped} waiting not released",
+                      at=now, detail={"bulk_id": bulk.id, "stopped": stopped, "not_released": dropped,
+                                      "in_flight": in_flight})
+    return bulk_status(bulk, now=now)
 
 
-def bulk_status(bulk: BulkMessage) -> dict:
-    """Counts per message status, and who got nothing and why."""
-    by_status = dict.fromkeys(Message.Status.values, 0)
-    by_status.update(Message.objects.filter(bulk=bulk).order_by().values("status")
-                     .annotate(n=Count("id")).values_list("status", "n"))
+CORRECTION_BATCHES = ("all", "first")
+REACHED = (Message.Status.SENT, Message.Status.DELIVERED, Message.Status.READ)
+
+
+def correct_bulk(*, actor: str, bulk: BulkMessage, template: MessageTemplate, batch: str = "all",
+                 now: dt.datetime | None = None) -> BulkMessage:
+    """A correction: `template` to exactly the patients whose message of `bulk` went out (of
+    its first batch only, with batch="first"), as a new bulk on the same rails: scanned
+    text, first batch, release, halt, the stale-sync hold. It needs no second approval when
+    `bulk` was approved. Raises BulkNotAllowed, TextRejected."""
+    if batch not in CORRECTION_BATCHES:
+        raise ValueError(f"batch {batch!r}: use {' or '.join(CORRECTION_BATCHES)}")
+    now = now or timezone.now()
+    practice = bulk.practice
+    _same_practice(practice, template)
+    if template.channel != bulk.channel:
+        # The wrong message is on the patients' phones (or in their inboxes): the
+        # correction must land next to it.
+        raise BulkNotAllowed(f"bulk {bulk.id} went by {bulk.channel}; template {template.name!r} "
+                             f"is for {template.channel}")
+    with transaction.atomic():
+        reached = Message.objects.filter(bulk=bulk, status__in=REACHED)
+        if batch == "first":
+            reached = reached.filter(patient_id__in=bulk.first_batch)
+        ids = sorted(set(reached.values_list("patient_id", flat=True)))
+        if not ids:
+            raise BulkNotAllowed(f"no message of bulk {bulk.id} ({batch}) has gone out; there is "
+                                 f"nothing to correct")
+        correction = _create(actor=actor, practice=practice, template=template,
+                             recipient_filter={}, recipient_ids=ids, corrects=bulk, now=now)
+        events.record(practice=practice, actor=actor, action="bulk.correction",
+                      why=f"corrects bulk {bulk.id}: {len(ids)} patients ({batch})", at=now,
+                      detail={"bulk_id": correction.id, "corrects": bulk.id, "batch": batch,
+                              "patients": len(ids), "template": template.name,
+                              "approval_needed": correction.approval_needed})
+        if not correction.approval_needed:
+            confirm_bulk(actor=actor, bulk=correction, now=now)
+    correction.refresh_from_db()
+    return correction
+
+
+def _by_status(messages) -> dict:
+    counts = dict.fromkeys(Message.Status.values, 0)
+    counts.update(messages.order_by().values("status").annotate(n=Count("id"))
+                  .values_list("status", "n"))
+    return counts
+
+
+def bulk_status(bulk: BulkMessage, *, now: dt.datetime | None = None) -> dict:
+    """Where the bulk is on the rails, counts per message status (all, and of the first
+    batch), and who got nothing and why."""
+    messages = Message.objects.filter(bulk=bulk)
+    by_status = _by_status(messages)
+    first = _by_status(messages.filter(patient_id__in=bulk.first_batch))
     skipped = list(AuditEvent.objects.filter(practice_id=bulk.practice_id, action="bulk.skipped",
                                              detail__bulk_id=bulk.id).order_by("id")
                    .values("patient_id", "patient__pms_id", "why", "detail"))
     excluded = Counter(s["detail"]["reason"] for s in skipped)
-    return {"bulk_id": bulk.id, "status": bulk.status, "channel": bulk.channel,
-            "created_by": bulk.created_by, "confirmed_by": bulk.confirmed_by or None,
-            "confirmed_at": bulk.confirmed_at.isoformat() if bulk.confirmed_at else None,
+
+    def at(value):
+        return value.isoformat() if value else None
+
+    return {"bulk_id": bulk.id, "status": bulk.status, "phase": bulk.phase, "channel": bulk.channel,
+            "template": bulk.template.name if bulk.template_id else None,
+            "corrects": bulk.corrects_id,
+            "corrections": list(bulk.corrections.order_by("id").values_list("id", flat=True)),
+            "recipients": bulk.recipient_count, "approval_needed": bulk.approval_needed,
+            "created_by": bulk.created_by, "approved_by": bulk.approved_by or None,
+            "approved_at": at(bulk.approved_at), "confirmed_by": bulk.confirmed_by or None,
+            "confirmed_at": at(bulk.confirmed_at), "released_by": bulk.released_by or None,
+            "released_at": at(bulk.released_at), "halted_by": bulk.halted_by or None,
+            "halted_at": at(bulk.halted_at),
             "messages": sum(by_status.values()), "by_status": by_status,
+            "first_batch": {"messages": sum(first.values()), "by_status": first},
+            "waiting": len(bulk.waiting),
+            # Bulk delivery is held (fail closed) while the practice list may be stale.
+            "held_by_stale_sync": bulk_held(bulk.practice, now or timezone.now()),
             "excluded": {k: excluded[k] for k in (*EXCLUSIONS, *sorted(set(excluded) - set(EXCLUSIONS)))},
             "skipped": [{"patient_id": s["patient_id"], "pms_id": s["patient__pms_id"],
                          "reason": s["detail"]["reason"], "why": s["why"]} for s in skipped]}
 
 
-def same_bulk_recently(*, practice, recipient_filter: dict, channel: str, body: str,
-                       subject: str = "", within: dt.timedelta = dt.timedelta(days=1),
+def same_bulk_recently(*, practice, recipient_filter: dict, template: MessageTemplate,
+                       within: dt.timedelta = dt.timedelta(days=1),
                        now: dt.datetime | None = None) -> BulkMessage | None:
-    """A confirmed bulk with this text and filter sent lately: a rerun script or a second
-    press would otherwise message every patient twice."""
+    """A bulk with this text and filter confirmed lately, or waiting for approval: a rerun
+    script or a second press would otherwise message every patient twice."""
     flt = normalise_filter(recipient_filter)
     since = (now or timezone.now()) - within
-    for bulk in BulkMessage.objects.filter(practice=practice, channel=channel, body=body,
-                                           subject=subject if channel == "email" else "",
-                                           status=BulkMessage.Status.CONFIRMED,
-                                           confirmed_at__gte=since).order_by("-id"):
+    recent = Q(status=BulkMessage.Status.CONFIRMED, confirmed_at__gte=since) | Q(
+        status=BulkMessage.Status.DRAFT, created_at__gte=since)
+    for bulk in BulkMessage.objects.filter(recent, practice=practice, channel=template.channel,
+                                           body=template.body, subject=template.subject,
+                                           corrects__isnull=True).order_by("-id"):
         if bulk.recipient_filter == flt:
             return bulk
     return None

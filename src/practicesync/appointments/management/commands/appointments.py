@@ -1,12 +1,9 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from practicesync.appointments.importer import sync_appointments
 from practicesync.appointments.polling import poll_pms_appointments
-from practicesync.cli import FAILED, cli_actor, practice_arg, usage_error
-from practicesync.connectors.csvfile.source import SourceError
-from practicesync.connectors.pmsdb import NoPmsConnector
-from practicesync.imports import print_import
-from practicesync.practices.access import SyncNotPermitted
+from practicesync.cli import cli_actor, practice_arg
+from practicesync.imports import run_import_command
 
 
 class Command(BaseCommand):
@@ -40,27 +37,11 @@ class Command(BaseCommand):
         getattr(self, action)(**opts)
 
     def sync(self, *, practice, source, json, format="csv", **_):
-        try:
-            report = sync_appointments(practice=practice_arg(practice), source=source,
-                                       actor=cli_actor(), fmt=format)
-        except SyncNotPermitted as e:
-            raise usage_error(str(e)) from e
-        except SourceError as e:
-            raise CommandError(str(e), returncode=FAILED) from e
-        self._finish(report, report.as_json(), json=json)
+        run_import_command(self, lambda: sync_appointments(
+            practice=practice_arg(practice), source=source, actor=cli_actor(), fmt=format),
+            json=json, nothing="no appointments", id_field="appointment_id")
 
     def poll(self, *, practice, source, json, **_):
-        try:
-            polled = poll_pms_appointments(practice=practice_arg(practice), source=source,
-                                           actor=cli_actor())
-        except (SyncNotPermitted, NoPmsConnector) as e:
-            raise usage_error(str(e)) from e
-        except SourceError as e:
-            raise CommandError(str(e), returncode=FAILED) from e
-        at = ", ".join(f"{table} {where}" for table, where in sorted(polled.cursor.items()))
-        self._finish(polled.report, polled.as_json(), json=json,
-                     notes=[f"cursor: {at or 'at the start'}"])
-
-    def _finish(self, report, data, *, json, notes=()):
-        print_import(self, report, data, json=json, nothing="no appointments", id_field="appointment_id",
-                     notes=notes)
+        run_import_command(self, lambda: poll_pms_appointments(
+            practice=practice_arg(practice), source=source, actor=cli_actor()),
+            json=json, nothing="no appointments", id_field="appointment_id")

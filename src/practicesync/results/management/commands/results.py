@@ -1,10 +1,7 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
-from practicesync.cli import FAILED, cli_actor, practice_arg, print_json, usage_error
-from practicesync.connectors.csvfile.source import SourceError
-from practicesync.connectors.pmsdb import NoPmsConnector
-from practicesync.imports import print_import
-from practicesync.practices.access import SyncNotPermitted
+from practicesync.cli import cli_actor, practice_arg, print_json, usage_error
+from practicesync.imports import run_import_command
 from practicesync.results.actions import (
     NotOnChecklist,
     mark_checklist_done,
@@ -87,27 +84,11 @@ class Command(BaseCommand):
             self.stdout.write(f"group {found.id} done by {found.checklist_done_by}")
 
     def sync(self, *, practice, source, json, format="csv", **_):
-        try:
-            report = sync_results(practice=practice_arg(practice), source=source,
-                                  actor=cli_actor(), fmt=format)
-        except SyncNotPermitted as e:
-            raise usage_error(str(e)) from e
-        except SourceError as e:
-            raise CommandError(str(e), returncode=FAILED) from e
-        self._finish(report, report.as_json(), json=json)
+        run_import_command(self, lambda: sync_results(
+            practice=practice_arg(practice), source=source, actor=cli_actor(), fmt=format),
+            json=json, nothing="no results", id_field="result_id")
 
     def poll(self, *, practice, source, json, **_):
-        try:
-            polled = poll_pms_results(practice=practice_arg(practice), source=source,
-                                      actor=cli_actor())
-        except (SyncNotPermitted, NoPmsConnector) as e:
-            raise usage_error(str(e)) from e
-        except SourceError as e:
-            raise CommandError(str(e), returncode=FAILED) from e
-        at = ", ".join(f"{table} {where}" for table, where in sorted(polled.cursor.items()))
-        self._finish(polled.report, polled.as_json(), json=json,
-                     notes=[f"cursor: {at or 'at the start'}"])
-
-    def _finish(self, report, data, *, json, notes=()):
-        print_import(self, report, data, json=json, nothing="no results", id_field="result_id",
-                     notes=notes)
+        run_import_command(self, lambda: poll_pms_results(
+            practice=practice_arg(practice), source=source, actor=cli_actor()),
+            json=json, nothing="no results", id_field="result_id")

@@ -2,6 +2,7 @@ import asyncio
 import signal
 
 from django.core.management.base import BaseCommand
+from django.db import connection
 
 from practicesync.cli import practice_arg, usage_error
 from practicesync.connectors.hl7v2.mllp import MAX_FRAME, Inbox, Listener, tls_context
@@ -53,8 +54,10 @@ class Command(BaseCommand):
         self.stdout.write("mllp stopped")
 
     async def _serve(self, practice, host, port, mode, max_frame, process_here, tls):
+        # SQLite has one writer: a second transaction in flight would only wait on its lock.
         listener = Listener(Inbox(practice.id), mode=mode, max_frame=max_frame,
-                            process_here=process_here, tls=tls)
+                            process_here=process_here, tls=tls,
+                            committers=1 if connection.vendor == "sqlite" else 2)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, listener.stopping.set)
