@@ -494,7 +494,7 @@ def _create(*, actor, practice, template, recipient_filter, recipient_ids, corre
     bulk.recipient_count = _count(ids, channel, PracticeFacts(practice, now), flt)
     bulk.approval_needed = needs_approval(
         recipients=bulk.recipient_count, over=settings.PRACTICESYNC_BULK_APPROVAL_OVER,
-        corrects_approved=bool(corrects and corrects.approved_by))
+        corrects_approved=corrects is not None and _was_approved(corrects))
     bulk.save()
     events.record(practice=practice, actor=actor, action="bulk.created", why=f"bulk {channel}",
                   at=now, detail={"bulk_id": bulk.id, "channel": channel, "filter": recipient_filter,
@@ -503,6 +503,14 @@ def _create(*, actor, practice, template, recipient_filter, recipient_ids, corre
                                   "approval_needed": bulk.approval_needed,
                                   "corrects": corrects and corrects.id})
     return bulk
+
+
+def _was_approved(bulk: BulkMessage) -> bool:
+    """Approved by a second staff member, or a correction let through because the bulk it
+    corrects was (so a correction of a correction is not held either)."""
+    if bulk.approved_by:
+        return True
+    return bulk.corrects_id is not None and not bulk.approval_needed and _was_approved(bulk.corrects)
 
 
 def _queue(*, actor, bulk: BulkMessage, ids: list[int], flt: dict | None, now, limit=None):
