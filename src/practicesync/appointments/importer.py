@@ -51,14 +51,16 @@ def sync_appointments(*, practice: Practice, source: str, actor: str, fmt: str =
     if fmt == "fhir" and fhir_server.is_url(source):
         pulled = fhir_server.pull(source, "Appointment", fhir_server.cursor_position(
             practice, source, "Appointment"))
-        feed = read_fhir_feed(pulled.documents, country=practice.country)
+        feed = read_fhir_feed(pulled.documents, country=practice.country,
+                              pms_id_system=practice.pms_id_system)
         with transaction.atomic():
             report = import_appointment_rows(practice=practice, raw_rows=feed.rows, actor=actor,
                                              source_kind="fhir")
             fhir_server.advance_cursor(practice, source, pulled)
     else:
-        feed = (read_fhir_feed(source, country=practice.country) if fmt == "fhir"
-                else read_hl7_feed(source, pms=practice.pms))
+        feed = (read_fhir_feed(source, country=practice.country,
+                               pms_id_system=practice.pms_id_system) if fmt == "fhir"
+                else read_hl7_feed(source, pms=practice.pms, pms_id_system=practice.pms_id_system))
         report = import_appointment_rows(practice=practice, raw_rows=feed.rows, actor=actor,
                                          source_kind=fmt)
     report.errors = sorted(feed.errors + [feed.locate_row_error(e) for e in report.errors],

@@ -80,15 +80,18 @@ def sync_patient_list(*, practice: Practice, source: str, actor: str, dry_run: b
     partial = partial or fmt in ("hl7", "fhir")
     try:
         if fmt == "hl7":
-            feed = read_patient_feed(source, pms=practice.pms, country=practice.country)
+            feed = read_patient_feed(source, pms=practice.pms, country=practice.country,
+                                     pms_id_system=practice.pms_id_system)
             raw_rows = feed.rows
         elif fmt == "fhir" and fhir_server.is_url(source):
             pulled = fhir_server.pull(source, "Patient", fhir_server.cursor_position(
                 practice, source, "Patient"))
-            feed = read_fhir_patient_feed(pulled.documents, country=practice.country)
+            feed = read_fhir_patient_feed(pulled.documents, country=practice.country,
+                                          pms_id_system=practice.pms_id_system)
             raw_rows = feed.rows
         elif fmt == "fhir":
-            feed = read_fhir_patient_feed(source, country=practice.country)
+            feed = read_fhir_patient_feed(source, country=practice.country,
+                                          pms_id_system=practice.pms_id_system)
             raw_rows = feed.rows
         else:
             raw_rows = read_patient_list(source, profile)

@@ -55,7 +55,8 @@ def sync_results(*, practice: Practice, source: str, actor: str, fmt: str = "csv
     if fmt == "fhir" and fhir_server.is_url(source):
         pulled = fhir_server.pull(source, "DiagnosticReport", fhir_server.cursor_position(
             practice, source, "DiagnosticReport"))
-        feed = read_fhir_result_feed(pulled.documents, country=practice.country)
+        feed = read_fhir_result_feed(pulled.documents, country=practice.country,
+                                     pms_id_system=practice.pms_id_system)
         with transaction.atomic():
             report = import_result_rows(practice=practice, raw_rows=feed.rows, actor=actor)
             fhir_server.advance_cursor(practice, source, pulled)
@@ -63,9 +64,10 @@ def sync_results(*, practice: Practice, source: str, actor: str, fmt: str = "csv
                                key=lambda e: e["row"])
         return report
     if fmt == "fhir":
-        feed = read_fhir_result_feed(source, country=practice.country)
+        feed = read_fhir_result_feed(source, country=practice.country,
+                                     pms_id_system=practice.pms_id_system)
     else:
-        feed = read_result_feed(source, pms=practice.pms)
+        feed = read_result_feed(source, pms=practice.pms, pms_id_system=practice.pms_id_system)
     report = import_result_rows(practice=practice, raw_rows=feed.rows, actor=actor)
     report.errors = sorted(feed.errors + [feed.locate_row_error(e) for e in report.errors],
                            key=lambda e: e["row"])

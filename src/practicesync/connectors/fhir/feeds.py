@@ -81,7 +81,7 @@ def _items(feed: _Feed, source, types: tuple[str, ...] | None = None) -> list[It
     return items
 
 
-def read_patient_feed(source, *, country: str) -> PatientFeed:
+def read_patient_feed(source, *, country: str, pms_id_system: str = "") -> PatientFeed:
     """Every Patient of the source as a canonical list row; for a PMS id seen twice the later
     one (in file order) is used; Patient.link replaces/replaced-by as merges (review items).
     DiagnosticReports and Observations are not read here."""
@@ -92,7 +92,7 @@ def read_patient_feed(source, *, country: str) -> PatientFeed:
     for item in _items(feed, source):
         if item.resource_type != "Patient":
             continue
-        mapped = _mapped(map_patient, item, country=country)
+        mapped = _mapped(map_patient, item, country=country, pms_id_system=pms_id_system)
         if mapped.error is not None:
             feed.reject(mapped.error)
             continue
@@ -118,58 +118,54 @@ def read_patient_feed(source, *, country: str) -> PatientFeed:
     return feed
 
 
-def read_result_feed(source, *, country: str) -> ResultFeed:
+def _patient_index(items, *, country: str, pms_id_system: str) -> dict[str, str]:
+    """Reference key and Bundle fullUrl of each Patient in the source -> its PMS id."""
+    patients: dict[str, str] = {}
+    for item in items:
+        if item.resource_type == "Patient":
+            mapped = _mapped(map_patient, item, country=country, pms_id_system=pms_id_system)
+            if mapped.row is not None:
+                patients.update({k: mapped.row["pms_id"] for k in (
+                    f"Patient/{item.resource.id}" if item.resource.id else "", item.full_url) if k})
+    return patients
+
+
+def _mapped_rows(feed, items, resource_type: str, mapping, **context):
+    for item in items:
+        if item.resource_type != resource_type:
+            continue
+        mapped = _mapped(mapping, item, **context)
+        if mapped.error is not None:
+            feed.reject(mapped.error)
+            continue
+        feed.accepted.append(item.ref)
+        feed.rows.append((item.number, mapped.row))
+    return feed
+
+
+def read_result_feed(source, *, country: str, pms_id_system: str = "") -> ResultFeed:
     """Every DiagnosticReport of the source as a canonical result row. Patients in the source
     give the PMS id of the reports' subjects; Observations give a report without an effective
     time its collection time. Observations on their own are not results here."""
     feed = ResultFeed(fields=dict(RESULT_FIELDS))
     items = _items(feed, source)
-    patients: dict[str, str] = {}
-    observations: dict[str, object] = {}
-    for item in items:
-        keys = [f"{item.resource_type}/{item.resource.id}" if item.resource.id else "",
-                item.full_url]
-        if item.resource_type == "Patient":
-            mapped = _mapped(map_patient, item, country=country)
-            if mapped.row is not None:
-                patients.update({k: mapped.row["pms_id"] for k in keys if k})
-        elif item.resource_type == "Observation":
-            observations.update({k: item.resource for k in keys if k})
-    for item in items:
-        if item.resource_type != "DiagnosticReport":
-            continue
-        mapped = _mapped(map_report, item, patients=patients, observations=observations)
-        if mapped.error is not None:
-            feed.reject(mapped.error)
-            continue
-        feed.accepted.append(item.ref)
-        feed.rows.append((item.number, mapped.row))
-    return feed
+    observations = {k: item.resource for item in items if item.resource_type == "Observation"
+                    for k in (f"Observation/{item.resource.id}" if item.resource.id else "",
+                              item.full_url) if k}
+    return _mapped_rows(feed, items, "DiagnosticReport", map_report,
+                        patients=_patient_index(items, country=country, pms_id_system=pms_id_system),
+                        observations=observations, pms_id_system=pms_id_system)
 
 
-def read_appointment_feed(source, *, country: str) -> AppointmentFeed:
+def read_appointment_feed(source, *, country: str, pms_id_system: str = "") -> AppointmentFeed:
     """Every Appointment of the source as a canonical appointments row, in source order (a
     later one with the same id updates it). Patients in the source give the PMS id of the
     appointments' patient participants."""
     feed = AppointmentFeed(fields=dict(APPOINTMENT_FIELDS))
     items = _items(feed, source, ("Patient", "Appointment"))
-    patients: dict[str, str] = {}
-    for item in items:
-        if item.resource_type == "Patient":
-            mapped = _mapped(map_patient, item, country=country)
-            if mapped.row is not None:
-                patients.update({k: mapped.row["pms_id"] for k in (
-                    f"Patient/{item.resource.id}" if item.resource.id else "", item.full_url) if k})
-    for item in items:
-        if item.resource_type != "Appointment":
-            continue
-        mapped = _mapped(map_appointment, item, patients=patients)
-        if mapped.error is not None:
-            feed.reject(mapped.error)
-            continue
-        feed.accepted.append(item.ref)
-        feed.rows.append((item.number, mapped.row))
-    return feed
+    return _mapped_rows(feed, items, "Appointment", map_appointment,
+                        patients=_patient_index(items, country=country, pms_id_system=pms_id_system),
+                        pms_id_system=pms_id_system)
 
 
 __all__ = ["AppointmentFeed", "PatientFeed", "ResultFeed", "read_appointment_feed",

@@ -265,20 +265,28 @@ def _action(report) -> dict[str, str]:
     return out
 
 
-def _patient_pms_id(reference, patients: dict[str, str]) -> str:
+def _patient_pms_id(reference, patients: dict[str, str], pms_id_system: str = "") -> str:
     """The PMS id of a Reference to a Patient: the Patient of the source it points at (by
     fullUrl or Patient/id), else the id of the Patient it names (a PMS server's patients have
-    the PMS id as their id when they have no PI/MR), else its logical identifier."""
+    the PMS id as their id when they have no PI/MR), else its logical identifier. A practice
+    that names its PMS's identifier system gets only that: no guessing from ids."""
     key = reference_key(reference.reference)
     pms_id = patients.get(reference.reference or "") or patients.get(key)
-    if not pms_id and key.startswith("Patient/"):
+    if pms_id or pms_id_system.strip():
+        identifier = reference.identifier
+        if not pms_id and identifier is not None and identifier.value and \
+                _system(identifier.system or "") == _system(pms_id_system):
+            pms_id = identifier.value.strip()
+        return pms_id or ""
+    if key.startswith("Patient/"):
         pms_id = key.split("/", 1)[1]
     if not pms_id and reference.identifier is not None and reference.identifier.value:
         pms_id = reference.identifier.value.strip()
     return pms_id or ""
 
 
-def map_report(item: Item, *, patients: dict[str, str], observations: dict[str, object]) -> Mapped:
+def map_report(item: Item, *, patients: dict[str, str], observations: dict[str, object],
+               pms_id_system: str = "") -> Mapped:
     """`patients`: reference key (and Bundle fullUrl) of each Patient in the source -> its PMS
     id; `observations`: the same for Observations (contained ones are looked up in the
     report)."""
@@ -290,7 +298,7 @@ def map_report(item: Item, *, patients: dict[str, str], observations: dict[str, 
     subject = report.subject
     if subject is None:
         return reject("DiagnosticReport.subject", "no subject: whose result is it?", "no_subject")
-    pms_id = _patient_pms_id(subject, patients)
+    pms_id = _patient_pms_id(subject, patients, pms_id_system)
     if not pms_id:
         return reject("DiagnosticReport.subject", f"the subject {subject.reference or subject.display!r} "
                                                   f"is not a Patient in this source", "no_patient")
@@ -373,7 +381,7 @@ def appointment_id_of(appointment) -> str:
     return found
 
 
-def map_appointment(item: Item, *, patients: dict[str, str]) -> Mapped:
+def map_appointment(item: Item, *, patients: dict[str, str], pms_id_system: str = "") -> Mapped:
     """One Appointment as a canonical appointments row. `patients` as for map_report: a
     `urn:uuid` actor is only found through it; a `Patient/x` one also without it."""
     appointment = item.resource
@@ -382,7 +390,7 @@ def map_appointment(item: Item, *, patients: dict[str, str]) -> Mapped:
         return Mapped(error=FhirError(item.number, item.ref, where, reason, code, pms_id))
 
     actor = _patient_actor(appointment, patients)
-    pms_id = _patient_pms_id(actor, patients) if actor is not None else ""
+    pms_id = _patient_pms_id(actor, patients, pms_id_system) if actor is not None else ""
     if not pms_id:
         return reject("Appointment.participant.actor", "no participant is a Patient of this "
                                                        "source: whose appointment is it?",
