@@ -231,6 +231,20 @@ def test_a_report_that_cannot_be_a_result_is_refused_by_fhir_path(raw, code, whe
     assert (mapped.row, mapped.error.code, mapped.error.where) == (None, code, where)
 
 
+@pytest.mark.parametrize("subject, pms_id_system, expected", [
+    ({"reference": "Patient/p7"}, "", "p7"),  # a PMS server's own patient ids
+    ({"reference": "Patient/p7"}, "urn:oid:1.2.36.1", None),  # named system: no guessing
+    ({"reference": "urn:uuid:p-one"}, "urn:oid:1.2.36.1", "P100"),  # a Patient of the source
+    ({"identifier": {"system": "urn:oid:1.2.36.1", "value": "P55"}}, "1.2.36.1", "P55"),
+    ({"identifier": {"system": "urn:oid:9.9", "value": "LAB55"}}, "urn:oid:1.2.36.1", None),
+])
+def test_a_report_subject_follows_the_practice_pms_id_system(subject, pms_id_system, expected):
+    raw = report(effectiveDateTime="2024-03-01") | {"subject": subject}
+    mapped = map_report(item(raw), patients={"urn:uuid:p-one": "P100"}, observations={},
+                        pms_id_system=pms_id_system)
+    assert (mapped.row["pms_id"] if mapped.row else None) == expected
+
+
 # --- import through the CLI ------------------------------------------------------------------
 
 def sync(kind, practice, source, *extra):
