@@ -472,3 +472,19 @@ def test_staff_see_their_tasks_and_tick_them_done(harbour, tmp_path):
     # Another practice's staff can never tick (or see) this practice's task.
     assert run("outreach", "task-done", "--practice", "elsewhere", "--task", task_id)[0] == 2
     assert run_json("outreach", "tasks", "--practice", "elsewhere", "--all")[1]["tasks"] == []
+
+
+def test_the_practice_sets_its_window_and_limits_but_never_the_quiet_hours(harbour):
+    code, data = run_json("outreach", "policy", "--practice", "harbour", "--send-days", "123456",
+                          "--send-from", "08:30", "--send-until", "19:30", "--sends-per-hour", "50",
+                          "--stop-all", "on")
+    assert code == 0 and data["send_days"] == "123456" and data["stop_all"] is True
+    assert (data["send_from"], data["sends_per_hour"]) == ("08:30:00", 50)
+    event = AuditEvent.objects.get(action="practice.outreach_policy_changed")
+    assert event.detail["send_until"] == {"old": "18:00:00", "new": "19:30:00"}
+    code, out = run("outreach", "policy", "--practice", "harbour", "--send-until", "21:00")
+    assert code == 2 and "quiet hours" in out
+    code, out = run("outreach", "policy", "--practice", "harbour", "--send-days", "89")
+    assert code == 2 and "weekday" in out
+    harbour.refresh_from_db()
+    assert harbour.send_until == dt.time(19, 30)  # the refused change left nothing behind

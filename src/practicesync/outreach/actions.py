@@ -12,6 +12,7 @@ from practicesync.audit.models import AuditEvent
 from .dispatch import STALE_BOOKING
 from .models import Sequence, StaffTask, Step
 from .sequences import Event, booking_event, transition
+from .window import check_window
 from .wording import text_problems
 
 
@@ -144,3 +145,32 @@ def mark_task_done(*, actor: str, task: StaffTask, note: str = "") -> StaffTask:
                       why=note or task.get_kind_display(),
                       detail={"task_id": task.id, "kind": task.kind, "group_id": task.group_id})
     return task
+
+
+POLICY_FIELDS = ("send_days", "send_from", "send_until", "sends_per_hour", "min_age_sms",
+                 "teen_until", "stop_all", "booking_url", "video_base_url")
+
+
+@transaction.atomic
+def set_outreach_policy(*, actor: str, practice, **changes):
+    """The practice's send window, rate limit, age rules, stop-all switch and links
+    (DESIGN.md section 4). The window may never reach into the quiet hours."""
+    unknown = set(changes) - set(POLICY_FIELDS)
+    if unknown:
+        raise ValueError(f"not an outreach setting: {', '.join(sorted(unknown))}")
+    practice = type(practice).objects.select_for_update().get(id=practice.id)
+    changes = {k: v for k, v in changes.items() if v is not None and getattr(practice, k) != v}
+    after = {k: changes.get(k, getattr(practice, k)) for k in ("send_days", "send_from", "send_until")}
+    check_window(after["send_days"], after["send_from"], after["send_until"])
+    if changes.get("teen_until", practice.teen_until) < changes.get("min_age_sms", practice.min_age_sms):
+        raise ValueError("teen_until must not be below min_age_sms")
+    if not changes:
+        return practice
+    before = {k: str(getattr(practice, k)) for k in changes}
+    for name, value in changes.items():
+        setattr(practice, name, value)
+    practice.save(update_fields=list(changes))
+    events.record(practice=practice, actor=actor, action="practice.outreach_policy_changed",
+                  why=", ".join(sorted(changes)),
+                  detail={k: {"old": before[k], "new": str(v)} for k, v in changes.items()})
+    return practice

@@ -4,20 +4,30 @@ from django.core.management.base import BaseCommand
 
 from practicesync.cli import cli_actor, practice_arg, print_json, usage_error
 from practicesync.outreach.actions import (
+    POLICY_FIELDS,
     NotAllowed,
     TextRejected,
     change_sequence,
     mark_task_done,
     save_step,
+    set_outreach_policy,
 )
 from practicesync.outreach.dispatch import tick
 from practicesync.outreach.models import Channel, Sequence, StaffTask, Step
 from practicesync.outreach.sequences import Event
+from practicesync.outreach.window import BadWindow
 from practicesync.outreach.wording import sms_length
 from practicesync.results.models import ResultsTemplate
 
 STAFF_EVENTS = {"start": Event.START, "pause": Event.PAUSE, "cancel": Event.CANCEL,
                 "restart": Event.RESTART}
+
+
+def _clock(text: str) -> dt.time:
+    try:
+        return dt.time.fromisoformat(text)
+    except ValueError:
+        raise usage_error(f"{text!r} is not a time (HH:MM)") from None
 
 
 def _when(text: str) -> dt.datetime:
@@ -59,6 +69,20 @@ class Command(BaseCommand):
         done.add_argument("--task", required=True, type=int)
         done.add_argument("--note", default="")
         done.add_argument("--json", action="store_true")
+
+        policy = sub.add_parser("policy", help="show or change the practice's send window, "
+                                               "rate limit, age rules, stop-all and links")
+        policy.add_argument("--practice", required=True)
+        policy.add_argument("--send-days", help="ISO weekdays, e.g. 12345 for Mon-Fri")
+        policy.add_argument("--send-from", type=_clock, help="HH:MM practice time (not before 08:00)")
+        policy.add_argument("--send-until", type=_clock, help="HH:MM practice time (not after 20:00)")
+        policy.add_argument("--sends-per-hour", type=int)
+        policy.add_argument("--min-age-sms", type=int, help="no SMS or push below this age")
+        policy.add_argument("--teen-until", type=int, help="generic wording up to this age")
+        policy.add_argument("--stop-all", choices=["on", "off"], help="the global stop switch")
+        policy.add_argument("--booking-url")
+        policy.add_argument("--video-base-url")
+        policy.add_argument("--json", action="store_true")
 
         steps = sub.add_parser("steps", help="show a Results template's steps")
         steps.add_argument("--practice", required=True)
@@ -103,6 +127,21 @@ class Command(BaseCommand):
                               "done_at": found.done_at})
         else:
             self.stdout.write(f"task {found.id} done by {found.done_by}")
+
+    def policy(self, *, practice, json, stop_all, **opts):
+        changes = {k: opts[k] for k in POLICY_FIELDS if k != "stop_all"}
+        changes["stop_all"] = None if stop_all is None else stop_all == "on"
+        try:
+            found = set_outreach_policy(actor=cli_actor(), practice=practice_arg(practice),
+                                        **changes)
+        except (BadWindow, ValueError) as e:
+            raise usage_error(str(e)) from e
+        data = {k: getattr(found, k) for k in POLICY_FIELDS} | {"timezone": found.timezone}
+        if json:
+            print_json(self, data)
+        else:
+            for k, v in data.items():
+                self.stdout.write(f"{k.replace('_', ' ')}: {v}")
 
     def handle(self, *args, action, **opts):
         if action in STAFF_EVENTS:
