@@ -264,7 +264,7 @@ def test_bulk_preview_counts_who_gets_it_and_who_not(harbour, practice_list):
     assert data["excluded"] == {"deceased": 1, "left": 1, "opted_out": 1, "no_address": 1,
                                 "under_age": 1}
     assert data["sample"] == ("Hello Ann, flu clinics have started at harbour: "
-                              "https://book.example.org/harbour")
+                              "https://book.example.org/harbour\nReply STOP to opt out")
     assert data["sample_generic"].startswith("Hello, flu clinics") and "Tia" not in data["sample_generic"]
     assert data["sms"] == {"encoding": "GSM-7", "characters": len(data["sample"]), "segments": 1,
                            "total_segments": 3}
@@ -482,6 +482,10 @@ def test_a_held_bulk_goes_once_a_sync_succeeds(harbour, ann):
 # dates and contact details are refused with the reason; the reason never repeats them.
 TEMPLATE_REFUSALS = {
     "result in sms": ("sms", "Your cholesterol is 7.1 mmol/L", "", "cholesterol"),
+    "a clinical note about a named patient": (
+        "email", "Dear patient, the attached note: Mrs Smith has severe depression", "",
+        "a person's name"),
+    "results are back": ("email", "Your pathology results are back", "", "pathology"),
     "test name in email": ("email", "Your HbA1c is back", "", "bulk text may not give result "
                                                                 "details: hba1c"),
     "value in email": ("email", "Your level was 5.2 mmol/L", "", "result values: 5.2 mmol"),

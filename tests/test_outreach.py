@@ -488,3 +488,158 @@ def test_the_practice_sets_its_window_and_limits_but_never_the_quiet_hours(harbo
     assert code == 2 and "weekday" in out
     harbour.refresh_from_db()
     assert harbour.send_until == dt.time(19, 30)  # the refused change left nothing behind
+
+
+def test_a_patient_who_asks_staff_to_stop_texts_gets_email_instead(harbour, ann, tmp_path):
+    code, data = run_json("outreach", "opt-out", "--practice", "harbour", "--patient", "P1",
+                          "--channel", "sms")
+    assert code == 0 and data["opted_out"] is True
+    assert AuditEvent.objects.get(action="patient.opted_out").patient == ann
+    started(harbour, ann, tmp_path)
+    tick(MONDAY_10AM)
+    assert [c for c, _, _ in sent()] == ["email"]
+    run_json("outreach", "opt-out", "--practice", "harbour", "--patient", "P1", "--channel", "sms",
+             "--undo")
+    assert not OptOut.objects.exists()
+    assert run("outreach", "opt-out", "--practice", "harbour", "--patient", "P404",
+               "--channel", "sms")[0] == 2
+
+
+def test_a_restarted_sequence_sends_its_steps_again_under_new_keys(harbour, ann, tmp_path):
+    sequence = started(harbour, ann, tmp_path)
+    for days in (0, 3, 7, 10):
+        tick(MONDAY_10AM + days * DAY)
+    sequence.refresh_from_db()
+    assert sequence.state == "completed"
+    restarted = change_sequence(actor="test", sequence=sequence, event=Event.RESTART,
+                                now=MONDAY_10AM + 11 * DAY)
+    assert restarted.round == 2
+    report = tick(MONDAY_10AM + 11 * DAY)
+    assert report["sent"] == 1 and report["practices_failed"] == 0
+    assert sent()[-1][2] == f"results:{sequence.id}:1:r2"
+
+
+def test_one_practice_failing_stops_nothing_at_the_others(harbour, ann, tmp_path, monkeypatch):
+    from practicesync.patients.models import ReviewItem
+
+    started(harbour, ann, tmp_path)
+    other = make_practice(slug="elsewhere", pms="bestpractice")
+    real = dispatch.take_due_steps
+
+    def broken_at_harbour(practice, **kw):
+        if practice.id == harbour.id:
+            raise RuntimeError("a bad row")
+        return real(practice, **kw)
+
+    monkeypatch.setattr(dispatch, "take_due_steps", broken_at_harbour)
+    patient = make_patient(other, pms_id="X1", email="x@example.org")
+    Message.objects.create(practice=other, patient=patient, kind="adhoc", channel="email",
+                           to="x@example.org", body="hello", idempotency_key="adhoc:x",
+                           not_before=MONDAY_10AM, created_by="test")
+    report = tick(MONDAY_10AM)
+    assert report["practices_failed"] == 1 and report["sent"] == 1  # the other practice's
+    item = ReviewItem.objects.get(practice=harbour)
+    assert item.kind == "outreach_failed" and "RuntimeError" in item.detail
+    code, _ = run("outreach", "tick", "--now", MONDAY_10AM.isoformat())
+    assert code == 1  # scripts see that a practice failed
+
+
+def test_a_follow_up_paused_on_a_booking_that_never_resolves_resumes(harbour, ann, tmp_path):
+    sequence = started(harbour, ann, tmp_path)
+    tick(MONDAY_10AM)
+    Appointment.objects.create(practice=harbour, appointment_id="A1", pms_id="P1", patient=ann,
+                               starts_at=MONDAY_10AM + DAY, status="booked", source="csv")
+    refresh_bookings(practice=harbour, patient_ids=[ann.id], actor="test", now=MONDAY_10AM)
+    sequence.refresh_from_db()
+    assert sequence.state == "paused_booking"
+    assert tick(MONDAY_10AM + 2 * DAY)["sent"] == 0  # the booking is only just past
+    # Never marked attended, cancelled or DNA: after a day more, the follow-up resumes.
+    report = tick(MONDAY_10AM + 3 * DAY)
+    assert report["bookings_rechecked"] == 1 and report["sent"] == 1
+
+
+def test_a_patient_already_booked_when_a_step_comes_due_is_paused_not_messaged(harbour, ann,
+                                                                               tmp_path):
+    sequence = started(harbour, ann, tmp_path)
+    Appointment.objects.create(practice=harbour, appointment_id="A1", pms_id="P1", patient=ann,
+                               starts_at=MONDAY_10AM + 2 * DAY, status="booked", source="csv")
+    report = tick(MONDAY_10AM)
+    assert report["sent"] == 0 and report["sequences_paused_booking"] == 1
+    sequence.refresh_from_db()
+    assert (sequence.state, sequence.next_position) == ("paused_booking", 1)
+
+
+def test_a_queued_follow_up_message_is_not_sent_once_the_results_are_notified(harbour, ann,
+                                                                              tmp_path, monkeypatch):
+    started(harbour, ann, tmp_path)
+    monkeypatch.setattr(dispatch, "deliver_queued", lambda **kw: None)
+    tick(MONDAY_10AM)
+    monkeypatch.undo()
+    import_results(harbour, tmp_path, result_row(notified="notified"))
+    report = tick(MONDAY_10AM + dt.timedelta(minutes=1))
+    assert report["sent"] == 0 and report["skipped_before_send"] == 1
+    assert Message.objects.get().status == "skipped" and not OutboxEntry.objects.exists()
+
+
+def test_an_email_step_falling_back_to_sms_sends_only_the_generic_words(harbour, tmp_path):
+    only_mobile = make_patient(harbour, pms_id="P1", given_name="Ann", mobile_phone="+61412345678")
+    sequence = started(harbour, only_mobile, tmp_path)
+    Sequence.objects.filter(id=sequence.id).update(next_position=3)  # the email step
+    tick(MONDAY_10AM)
+    entry = OutboxEntry.objects.get()
+    assert entry.channel == "sms" and "results" not in entry.body and "Ann" not in entry.body
+    assert "has a message for you" in entry.body
+
+
+def test_two_workers_share_one_hourly_budget(harbour, tmp_path):
+    harbour.sends_per_hour = 3
+    harbour.save()
+    for n in range(5):
+        make_patient(harbour, pms_id=f"P{n}", given_name=f"N{n}", email=f"n{n}@example.org")
+    import_results(harbour, tmp_path, *[result_row(f"R{n}", f"P{n}") for n in range(5)])
+    Sequence.objects.update(due_at=MONDAY_10AM)
+    # A second worker holds two messages it has claimed but not yet sent.
+    tick(MONDAY_10AM.replace(hour=7))  # before the window: nothing is taken
+    dispatch.take_due_steps(harbour, now=MONDAY_10AM, report=dispatch.TickReport())
+    Message.objects.filter(id__in=list(Message.objects.values_list("id", flat=True)[:2])).update(
+        status="sending", not_before=MONDAY_10AM + dispatch.LEASE)
+    assert tick(MONDAY_10AM)["sent"] == 1  # 3 an hour, 2 in another worker's hands
+
+
+def signed_receipt(settings, message, status):
+    from django.test import Client
+    from twilio.request_validator import RequestValidator
+
+    settings.TWILIO_AUTH_TOKEN = "t0ken"
+    data = {"MessageSid": message.provider_ref, "MessageStatus": status, "ErrorCode": "30003",
+            "AccountSid": "AC" + "0" * 32, "To": message.to, "From": "+15005550006"}
+    path = f"/webhooks/twilio/status?m={message.id}"
+    signature = RequestValidator("t0ken").compute_signature(f"http://testserver{path}", data)
+    return Client().post(path, data, HTTP_X_TWILIO_SIGNATURE=signature)
+
+
+def test_an_undelivered_receipt_moves_the_step_to_the_next_channel(harbour, ann, tmp_path,
+                                                                   settings):
+    started(harbour, ann, tmp_path)
+    tick(MONDAY_10AM)
+    sms = Message.objects.get()
+    Message.objects.filter(id=sms.id).update(provider="twilio", provider_ref="SM" + "a" * 32)
+    sms.refresh_from_db()
+    assert signed_receipt(settings, sms, "undelivered").status_code == 204
+    email = Message.objects.get(channel="email")
+    assert (email.step, email.status) == (1, "queued")  # the same step, on the next channel
+
+
+def test_a_receipt_for_a_send_staff_were_checking_closes_their_task(harbour, ann, tmp_path,
+                                                                    settings, flaky):
+    flaky.failures, flaky.error = 1, UncertainError
+    started(harbour, ann, tmp_path)
+    tick(MONDAY_10AM)
+    sms = Message.objects.get()
+    assert sms.status == "unknown" and StaffTask.objects.get().status == "open"
+    Message.objects.filter(id=sms.id).update(provider_ref="")
+    sms.provider_ref = "SM" + "d" * 32
+    assert signed_receipt(settings, sms, "delivered").status_code == 204
+    sms.refresh_from_db()
+    task = StaffTask.objects.get()
+    assert sms.status == "delivered" and (task.status, task.done_by) == ("done", "twilio")

@@ -183,6 +183,10 @@ def test_quiet_hours_hold_even_if_the_window_says_otherwise():
     ("sms", "Your cholesterol was 6.2 mmol/L", "6.2 mmol"),
     ("push", "Your HbA1c is high", "hba1c"),
     ("sms", "Your test was abnormal", "abnormal"),
+    ("sms", "STI screen done", "sti"),
+    ("sms", "Your potassium is 6.1", "6.1"),  # a bare decimal is a value
+    ("sms", "Flu clinic Saturday 9.30am", None),  # a time is not
+    ("sms", "Your results are back", "result"),  # an SMS only says there is a message
     ("email", "Your cholesterol results are ready to discuss", None),  # email may say more
     ("sms", "Hello {name}", "unknown placeholder {name}"),
     ("sms", "Hello {first_name", "braces"),

@@ -10,7 +10,7 @@ from practicesync.audit import events
 from practicesync.audit.models import AuditEvent
 
 from .dispatch import STALE_BOOKING
-from .models import Sequence, StaffTask, Step
+from .models import OptOut, Sequence, StaffTask, Step
 from .sequences import Event, booking_event, transition
 from .window import check_window
 from .wording import text_problems
@@ -38,6 +38,8 @@ def _apply(sequence: Sequence, event: Event, *, actor: str, now, why: str = "") 
     fields = {"state": new_state, "state_reason": why or reason, "updated_at": now}
     if event in (Event.START, Event.RESTART) and (event == Event.RESTART or not sequence.started_at):
         fields |= started_fields(sequence.template_id, now, actor)
+        if event == Event.RESTART:
+            fields["round"] = sequence.round + 1
     elif new_state == Sequence.State.ACTIVE:
         # Resumed: the step that was due goes when it was due, or now if that has passed.
         fields["due_at"] = max(sequence.due_at or now, now)
@@ -174,3 +176,24 @@ def set_outreach_policy(*, actor: str, practice, **changes):
                   why=", ".join(sorted(changes)),
                   detail={k: {"old": before[k], "new": str(v)} for k, v in changes.items()})
     return practice
+
+
+@transaction.atomic
+def record_opt_out(*, actor: str, patient, channel: str, undo: bool = False) -> str:
+    """A patient asked staff to stop (or start again) messages on one channel: kept for the
+    address, as a STOP reply would be. Returns the address."""
+    address = {"sms": patient.mobile_phone, "email": patient.email}.get(channel)
+    if not address:
+        raise ValueError(f"patient has no {channel} address to opt out")
+    if undo:
+        changed = OptOut.objects.filter(practice=patient.practice, channel=channel,
+                                        address=address).delete()[0] > 0
+    else:
+        changed = OptOut.objects.get_or_create(practice=patient.practice, channel=channel,
+                                               address=address,
+                                               defaults={"source": f"staff: {actor}"})[1]
+    if changed:
+        events.record(practice=patient.practice, actor=actor, patient=patient,
+                      action="patient.opted_in" if undo else "patient.opted_out",
+                      why=f"{channel}, asked staff", detail={"channel": channel})
+    return address

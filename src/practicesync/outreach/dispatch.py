@@ -17,19 +17,20 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F, Max
+from django.db.models import Count, F, Max, Q
 from django.utils import timezone
 
 from practicesync.appointments.models import Appointment
 from practicesync.audit.models import AuditEvent
 from practicesync.bulk import insert_rows
-from practicesync.patients.models import Patient, SyncRun
+from practicesync.patients.models import Patient, ReviewItem, SyncRun
 from practicesync.practices.models import Practice
+from practicesync.results.models import ResultsTemplate
 
 from .channels import Outcome, provider_for
 from .models import Message, OptOut, PushSubscription, Sequence, StaffTask, Step
 from .recipients import Plan, Policy, Recipient, plan_step
-from .sequences import Event, transition
+from .sequences import Event, still_following_up, transition
 from .window import next_send_time
 from .wording import DEFAULT_SUBJECT, GENERIC_SMS, render
 
@@ -54,30 +55,66 @@ class TickReport:
     counts: Counter = field(default_factory=Counter)
 
     def as_json(self) -> dict:
-        keys = ("steps_taken", "messages_queued", "tasks_created", "skipped",
-                "sequences_completed", "sequences_opted_out", "sequences_failed", "sent",
-                "retried", "failed", "uncertain", "fallbacks", "skipped_before_send",
-                "recovered_sent", "recovered_requeued", "recovered_unknown", "held_by_window",
+        keys = ("practices_failed", "bookings_rechecked", "steps_taken", "messages_queued",
+                "tasks_created", "skipped", "sequences_paused_booking", "sequences_completed",
+                "sequences_opted_out", "sequences_failed", "sent", "retried", "failed",
+                "uncertain", "fallbacks", "skipped_before_send", "recovered_sent",
+                "recovered_requeued", "recovered_unknown", "held_by_window",
                 "held_by_rate_limit", "held_by_stale_sync")
         return {k: self.counts[k] for k in keys}
 
 
 def tick(*, now: dt.datetime | None = None, practice: Practice | None = None) -> TickReport:
-    """One pass: take due steps, recover interrupted sends, deliver what is due."""
+    """One pass, practice by practice: re-read bookings of paused follow-ups, take due steps,
+    recover interrupted sends, deliver what is due. One practice's failure is put in front of
+    its staff and stops nothing at the others."""
     now = now or timezone.now()
     report = TickReport()
     practices = Practice.objects.filter(stop_all=False)
     if practice is not None:
         practices = practices.filter(id=practice.id)
     for p in practices:
-        if next_send_time(now, **window_of(p)) > now:
-            report.counts["held_by_window"] += Sequence.objects.filter(
-                practice=p, state=Sequence.State.ACTIVE, due_at__lte=now).count()
-            continue
-        take_due_steps(p, now=now, report=report)
-    recover_interrupted_sends(now=now, report=report, practices=practices)
-    deliver_queued(now=now, report=report, practices=practices)
+        try:
+            _practice_pass(p, now=now, report=report)
+        except Exception as e:  # noqa: BLE001 - isolate the practice, report it, go on
+            _practice_failed(p, e, now=now, report=report)
     return report
+
+
+def _practice_pass(practice: Practice, *, now, report: TickReport) -> None:
+    with transaction.atomic():
+        refresh_paused_bookings(practice, now=now, report=report)
+    if next_send_time(now, **window_of(practice)) > now:
+        report.counts["held_by_window"] += Sequence.objects.filter(
+            practice=practice, state=Sequence.State.ACTIVE, due_at__lte=now).count()
+        return
+    take_due_steps(practice, now=now, report=report)
+    recover_interrupted_sends(now=now, report=report, practices=[practice])
+    deliver_queued(now=now, report=report, practices=[practice])
+
+
+def _practice_failed(practice: Practice, error: Exception, *, now, report: TickReport) -> None:
+    # Only the practice id and the error's type: its text may quote patient data.
+    log.error("outreach tick failed for practice=%s: %s", practice.id, type(error).__name__)
+    report.counts["practices_failed"] += 1
+    ReviewItem.objects.get_or_create(
+        practice=practice, key=f"outreach_failed:{now.date().isoformat()}",
+        defaults={"kind": "outreach_failed", "detail": (
+            f"The outreach worker could not finish its pass for this practice "
+            f"({type(error).__name__}); due messages wait until it can. The worker log has "
+            f"the details.")})
+
+
+def refresh_paused_bookings(practice: Practice, *, now, report: TickReport) -> None:
+    """A booking that passes without being marked attended, cancelled or DNA stops pausing
+    (STALE_BOOKING): re-read the appointments of every follow-up paused on a booking."""
+    from .actions import refresh_bookings  # actions builds on this module
+
+    paused = Sequence.objects.filter(practice=practice, state=Sequence.State.PAUSED_BOOKING) \
+        .values_list("group__patient_id", flat=True)
+    if patient_ids := set(paused):
+        report.counts["bookings_rechecked"] += refresh_bookings(
+            practice=practice, patient_ids=patient_ids, actor=WORKER, now=now)
 
 
 def window_of(practice: Practice) -> dict:
@@ -194,7 +231,13 @@ def take_due_steps(practice: Practice, *, now: dt.datetime, report: TickReport) 
         report.counts.update(batch.counts)
 
 
-SEQUENCE_FIELDS = ("id", "group_id", "template_id", "next_position")
+SEQUENCE_FIELDS = ("id", "group_id", "template_id", "next_position", "round")
+
+
+def step_key(sequence_id: int, position: int, round_: int = 1) -> str:
+    """One key per step of one round of a sequence: however often a worker retries it, the
+    step is one message (or one task)."""
+    return f"results:{sequence_id}:{position}" + (f":r{round_}" if round_ > 1 else "")
 
 
 def _take_steps(facts: PracticeFacts, rows: list[tuple], *, now, report) -> None:
@@ -203,8 +246,11 @@ def _take_steps(facts: PracticeFacts, rows: list[tuple], *, now, report) -> None
     split = len(SEQUENCE_FIELDS)
     due = [dict(zip(SEQUENCE_FIELDS, r[:split], strict=True), group__patient_id=r[split]) for r in rows]
     steps = steps_of({s["template_id"] for s in due})
-    need_booked = any(steps[s["template_id"]].get(s["next_position"]) is not None
-                      and steps[s["template_id"]][s["next_position"]].condition for s in due)
+    pause_on_booking = set(ResultsTemplate.objects.filter(
+        id__in={s["template_id"] for s in due}, pause_on_booking=True).values_list("id", flat=True))
+    need_booked = bool(pause_on_booking) or any(
+        steps[s["template_id"]].get(s["next_position"]) is not None
+        and steps[s["template_id"]][s["next_position"]].condition for s in due)
     recipients = facts.recipients({s["group__patient_id"] for s in due}, need_booked=need_booked,
                                   patients=[dict(zip(PATIENT_FIELDS, r[split:], strict=True))
                                             for r in rows])
@@ -219,10 +265,14 @@ def _take_steps(facts: PracticeFacts, rows: list[tuple], *, now, report) -> None
         audit = {"sequence_id": seq["id"], "group_id": seq["group_id"], "step": pos}
         if step is None:
             state, reason = transition(state, Event.STEPS_DONE)
+        elif recipient.booked and seq["template_id"] in pause_on_booking:
+            # Booked before this step came due (the feed may have told us before the
+            # follow-up started): Pause on Booking holds the step rather than send it.
+            state, reason = transition(state, Event.BOOKED)
         else:
             plan = plan_step(channel=step.channel, condition=step.condition,
                              recipient=recipient, policy=facts.policy)
-            key = f"results:{seq['id']}:{pos}"
+            key = step_key(seq["id"], pos, seq["round"])
             if plan.action == "send":
                 messages.append(message_row(
                     practice_id=practice.id, patient_id=patient["id"], kind=Message.Kind.RESULTS,
@@ -257,7 +307,10 @@ def _take_steps(facts: PracticeFacts, rows: list[tuple], *, now, report) -> None
             due_at = now + template_steps[pos + 1].delay
             moves[(state, pos + 1, due_at, "")].append((seq["id"], pos))
         else:
-            moves[(state, pos + 1, None, reason)].append((seq["id"], pos))
+            # A step held by a booking was not taken: it is still the next one, due again as
+            # soon as the follow-up resumes.
+            next_position = pos if state == Sequence.State.PAUSED_BOOKING else pos + 1
+            moves[(state, next_position, None, reason)].append((seq["id"], pos))
             events.append((f"sequence.{state}", reason, patient["id"],
                            {"sequence_id": seq["id"], "group_id": seq["group_id"]}))
             report.counts[f"sequences_{state}"] += 1
@@ -372,22 +425,24 @@ def deliver_queued(*, now, report, practices) -> None:
     for practice in practices:
         if next_send_time(now, **window_of(practice)) > now:
             continue  # nothing reaches a patient outside the practice's send window
-        budget = practice.sends_per_hour - Message.objects.filter(
-            practice=practice, sent_at__gt=now - dt.timedelta(hours=1)).count()
         hold_bulk = bulk_held(practice, now)
         if hold_bulk:
             report.counts["held_by_stale_sync"] += Message.objects.filter(
                 practice=practice, kind=Message.Kind.BULK, status=Message.Status.QUEUED).count()
-        while budget > 0:
-            claimed = _claim(practice, now, min(budget, BATCH), hold_bulk=hold_bulk)
-            if not claimed:
-                break
-            budget -= len(claimed)
+        while claimed := _claim(practice, now, BATCH, hold_bulk=hold_bulk):
             _deliver(_checked_before_sending(practice, claimed, now=now, report=report),
                      now=now, report=report)
-        if budget <= 0:
+        if _budget(practice, now) <= 0:
             report.counts["held_by_rate_limit"] += Message.objects.filter(
                 practice=practice, status=Message.Status.QUEUED, not_before__lte=now).count()
+
+
+def _budget(practice, now) -> int:
+    """Sends left this hour: the limit less what went in the last hour and what any worker
+    has in hand now."""
+    recent = Message.objects.filter(practice=practice).filter(
+        Q(sent_at__gt=now - dt.timedelta(hours=1)) | Q(status=Message.Status.SENDING))
+    return practice.sends_per_hour - recent.count()
 
 
 @dataclass(slots=True)
@@ -414,6 +469,12 @@ class Outgoing:
 OUTGOING_FIELDS = [f for f in Outgoing.__slots__]
 
 
+def _lock(qs) -> None:
+    """Lock these rows until the transaction ends (PostgreSQL; SQLite has one writer)."""
+    if connection.vendor == "postgresql":
+        list(qs.select_for_update())
+
+
 class ClaimedElsewhere(Exception):
     pass
 
@@ -436,10 +497,13 @@ def _checked_before_sending(practice, claimed: list[Outgoing], *, now, report) -
                   .values_list("id", "status"))
     refused = set(OptOut.objects.filter(practice=practice, address__in={m.to for m in claimed})
                   .values_list("channel", "address"))
+    following = _follow_ups({m.sequence_id for m in claimed if m.sequence_id})
     ready = []
     for m in claimed:
         if status[m.patient_id] != Patient.Status.ACTIVE:
             why = f"patient is {status[m.patient_id]} (checked before sending)"
+        elif m.sequence_id and not following[m.sequence_id]:
+            why = "the follow-up has stopped (notified, booked, paused or cancelled)"
         elif (m.channel, m.to) in refused:
             why = f"opted out of {m.channel} (checked before sending)"
         else:
@@ -453,6 +517,13 @@ def _checked_before_sending(practice, claimed: list[Outgoing], *, now, report) -
     return ready
 
 
+def _follow_ups(sequence_ids) -> dict[int, bool]:
+    """Sequence id -> whether its results messages may still go (still_following_up)."""
+    return {sid: still_following_up(state, reason, group_done=group_state == "done")
+            for sid, state, reason, group_state in Sequence.objects.filter(id__in=sequence_ids)
+            .values_list("id", "state", "state_reason", "group__state")}
+
+
 def _claim(practice, now, limit, *, hold_bulk=False) -> list[Outgoing]:
     """Take up to `limit` due messages for this worker: status sending, the lease in
     not_before. PostgreSQL: rows another worker holds are skipped. SQLite: a writer that got
@@ -460,6 +531,12 @@ def _claim(practice, now, limit, *, hold_bulk=False) -> list[Outgoing]:
     while True:
         try:
             with transaction.atomic():
+                # The practice row is the lock around the hourly budget, so two workers
+                # cannot each spend all of it.
+                _lock(Practice.objects.filter(id=practice.id))
+                limit = min(limit, _budget(practice, now))
+                if limit <= 0:
+                    return []
                 due = Message.objects.filter(practice=practice, status=Message.Status.QUEUED,
                                              not_before__lte=now)
                 if hold_bulk:
@@ -529,7 +606,11 @@ def _apply_outcomes(batch, outcomes: dict[int, Outcome], *, provider, now, repor
 
 def fall_back(failed: Message | Outgoing, *, now, report) -> None:
     """A results step whose message failed for good goes out on the next channel, or
-    becomes a staff call task: a follow-up never ends silently."""
+    becomes a staff call task: a follow-up never ends silently. Unless it has ended: the
+    results were marked notified, the patient booked, or staff stopped it."""
+    if failed.sequence_id and not _follow_ups([failed.sequence_id])[failed.sequence_id]:
+        _audit_message(failed, now, "message.no_fallback", "the follow-up has stopped")
+        return
     tried = set(Message.objects.filter(sequence_id=failed.sequence_id, step=failed.step,
                                        status=Message.Status.FAILED)
                 .values_list("channel", flat=True))

@@ -115,6 +115,16 @@ def tidy_without_name(text: str) -> str:
     return re.sub(rf"[ \t]*{_GAP}", "", text)
 
 
+# Every bulk SMS says how to stop them (the Spam Act 2003 / PECR unsubscribe facility);
+# Twilio acts on the reply (outreach/webhooks.py).
+STOP_LINE = "Reply STOP to opt out"
+
+
+def bulk_text(text: str, *, channel: str, **person) -> str:
+    rendered = personal_text(text, **person)
+    return f"{rendered}\n{STOP_LINE}" if channel == "sms" else rendered
+
+
 def personal_text(text: str, *, first_name: str, generic: bool, practice) -> str:
     """Placeholders filled; a generic recipient's text carries no name at all."""
     rendered = render(text, first_name=_GAP if generic else first_name,
@@ -243,6 +253,8 @@ _IDENTIFIERS = (
     ("an IHI (16 digits)", re.compile(r"(?<!\d)\d{4}[\s-]?\d{4}[\s-]?\d{4}[\s-]?\d{4}(?!\d)")),
     ("an NHS number (10 digits)", re.compile(r"(?<!\d)\d{3}[\s-]?\d{3}[\s-]?\d{4}(?!\d)")),
     ("a Medicare number", re.compile(r"(?<!\d)\d{4}[\s-]?\d{5}[\s-]?\d(?:[\s/-]?\d)?(?!\d)")),
+    # A person named with a title ("Mrs Smith"): one patient's affairs in everyone's message.
+    ("a person's name", re.compile(r"\b(?i:mr|mrs|ms|miss|mx)\.?\s+[A-Z][a-z'-]+")),
     ("a long number (an identifier or a phone number)",
      re.compile(r"(?<!\d)\d(?:[\s-]?\d){7,}(?!\d)")),
 )
@@ -406,8 +418,8 @@ def preview_bulk(*, practice, recipient_filter: dict, template: MessageTemplate,
         preview.generic += plan.generic
         if preview.problems:
             continue  # text that cannot be rendered is only counted
-        text = personal_text(body, first_name=row["given_name"], generic=plan.generic,
-                             practice=practice)
+        text = bulk_text(body, channel=channel, first_name=row["given_name"],
+                         generic=plan.generic, practice=practice)
         if preview.sms:
             preview.sms.add(text)
         if plan.generic and preview.sample_generic is None:
@@ -549,8 +561,8 @@ def _queue(*, actor, bulk: BulkMessage, ids: list[int], flt: dict | None, now, l
             messages.append(Message(
                 practice=practice, patient_id=row["id"], kind=Message.Kind.BULK, bulk=bulk,
                 channel=bulk.channel, to=plan.to, subject=subject_of(row),
-                body=personal_text(bulk.body, first_name=row["given_name"],
-                                   generic=plan.generic, practice=practice),
+                body=bulk_text(bulk.body, channel=bulk.channel, first_name=row["given_name"],
+                               generic=plan.generic, practice=practice),
                 idempotency_key=f"bulk:{bulk.id}:{row['id']}", not_before=not_before,
                 created_by=actor))
         if len(messages) >= BATCH or len(skipped) >= BATCH:

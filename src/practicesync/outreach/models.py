@@ -63,6 +63,8 @@ class Sequence(models.Model):
     state = models.CharField(max_length=20, choices=State.choices)
     state_reason = models.CharField(max_length=200, blank=True)
     next_position = models.PositiveSmallIntegerField(default=1)
+    # Staff Restart begins round 2, 3...: its steps are new messages with keys of their own.
+    round = models.PositiveSmallIntegerField(default=1)
     # When the next step is due. Kept while paused, so a resumed sequence keeps its place
     # (a step whose time passed goes at once); null once the sequence has finished.
     due_at = models.DateTimeField(null=True, blank=True)

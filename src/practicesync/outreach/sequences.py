@@ -62,6 +62,19 @@ TRANSITIONS: dict[str, dict[Event, tuple[str, str]]] = {
 }
 
 
+STEPS_DONE_REASON = TRANSITIONS[State.ACTIVE][Event.STEPS_DONE][1]
+
+
+def still_following_up(state: str, reason: str, *, group_done: bool) -> bool:
+    """Whether a results message of this sequence may still go out (or fall back to another
+    channel): not once the results are marked notified, nor once the follow-up was paused,
+    cancelled or completed by a booking; but yes when it only "completed" because its last
+    step was queued."""
+    if group_done:
+        return False
+    return state == State.ACTIVE or (state == State.COMPLETED and reason == STEPS_DONE_REASON)
+
+
 def transition(state: str, event: Event) -> tuple[str | None, str]:
     """(new state, why), or (None, "") when the event changes nothing in this state."""
     return TRANSITIONS.get(state, {}).get(event, (None, ""))

@@ -23,12 +23,17 @@ _TEST_WORDS = (
     "chlamydia", "gonorrh", "syphilis", "hiv", "hepatitis", "pregnan", "hcg", "biopsy",
     "histology", "cytology", "mammogra", "x-ray", "xray", "ultrasound", "ct scan", "mri",
     "ecg", "urine", "msu", "culture", "swab", "covid", "pcr", "stool", "faecal", "fobt",
-    "cancer", "tumour", "tumor", "malignan", "diabet",
+    "cancer", "tumour", "tumor", "malignan", "diabet", "potassium", "sodium", "calcium",
+    "magnesium", "phosphate", "vitamin", "testosterone", "oestrogen", "estrogen", "hormone",
+    "sti", "std", "herpes", "sexual health", "pathology", "radiology", "result", "diagnos",
+    "depress", "anxiety", "mental health", "psychiatr", "bipolar", "schizo", "dementia",
+    "miscarriage", "termination", "abortion", "ivf", "fertility", "infection", "lump",
 )
 _OUTCOME_WORDS = ("positive", "negative", "abnormal", "normal range", "elevated", "high level",
                   "low level", "detected")
-_VALUE = re.compile(r"\b\d+(?:[.,]\d+)?\s*(?:mmol|mg|g/l|µmol|umol|iu|u/l|%|mu/l|x10|ng|pg|nmol)",
-                    re.IGNORECASE)
+_VALUE = re.compile(r"\b\d+(?:[.,]\d+)?\s*(?:mmol|mg|g/l|µmol|umol|iu|u/l|%|mu/l|x10|ng|pg|nmol)"
+                    # a bare decimal is a value too ("potassium 6.1"), a time ("9.30am") is not
+                    r"|\b\d+\.\d+\b(?!\s*(?:am|pm|a\.m|p\.m))", re.IGNORECASE)
 _WORDS = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in _TEST_WORDS + _OUTCOME_WORDS)
                     + r")", re.IGNORECASE)
 

@@ -2,13 +2,14 @@ import datetime as dt
 
 from django.core.management.base import BaseCommand
 
-from practicesync.cli import cli_actor, practice_arg, print_json, usage_error
+from practicesync.cli import FAILED, OK, cli_actor, exit_with, practice_arg, print_json, usage_error
 from practicesync.outreach.actions import (
     POLICY_FIELDS,
     NotAllowed,
     TextRejected,
     change_sequence,
     mark_task_done,
+    record_opt_out,
     save_step,
     set_outreach_policy,
 )
@@ -17,6 +18,7 @@ from practicesync.outreach.models import Channel, Sequence, StaffTask, Step
 from practicesync.outreach.sequences import Event
 from practicesync.outreach.window import BadWindow
 from practicesync.outreach.wording import sms_length
+from practicesync.patients.models import Patient
 from practicesync.results.models import ResultsTemplate
 
 STAFF_EVENTS = {"start": Event.START, "pause": Event.PAUSE, "cancel": Event.CANCEL,
@@ -84,6 +86,13 @@ class Command(BaseCommand):
         policy.add_argument("--video-base-url")
         policy.add_argument("--json", action="store_true")
 
+        opt = sub.add_parser("opt-out", help="a patient asked to stop messages on a channel")
+        opt.add_argument("--practice", required=True)
+        opt.add_argument("--patient", required=True, help="the patient's PMS id")
+        opt.add_argument("--channel", required=True, choices=["sms", "email"])
+        opt.add_argument("--undo", action="store_true", help="they want them again")
+        opt.add_argument("--json", action="store_true")
+
         steps = sub.add_parser("steps", help="show a Results template's steps")
         steps.add_argument("--practice", required=True)
         steps.add_argument("--action-key", required=True)
@@ -143,6 +152,20 @@ class Command(BaseCommand):
             for k, v in data.items():
                 self.stdout.write(f"{k.replace('_', ' ')}: {v}")
 
+    def opt_out(self, *, practice, patient, channel, undo, json, **_):
+        found = Patient.objects.filter(practice=practice_arg(practice), pms_id=patient).first()
+        if found is None:
+            raise usage_error(f"no patient {patient} at {practice}")
+        try:
+            record_opt_out(actor=cli_actor(), patient=found, channel=channel, undo=undo)
+        except ValueError as e:
+            raise usage_error(str(e)) from e
+        data = {"pms_id": patient, "channel": channel, "opted_out": not undo}
+        if json:
+            print_json(self, data)
+        else:
+            self.stdout.write(f"{patient}: {channel} {'back on' if undo else 'opted out'}")
+
     def handle(self, *args, action, **opts):
         if action in STAFF_EVENTS:
             return self.change(event=STAFF_EVENTS[action], **opts)
@@ -172,6 +195,7 @@ class Command(BaseCommand):
         else:
             self.stdout.write(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in data.items() if v)
                               or "nothing due")
+        exit_with(FAILED if data["practices_failed"] else OK)
 
     def _template(self, practice, action_key) -> ResultsTemplate:
         found = ResultsTemplate.objects.filter(practice=practice_arg(practice),
