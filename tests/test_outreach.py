@@ -263,10 +263,12 @@ class Flaky(Provider):
 
 
 @pytest.fixture
-def flaky():
-    Flaky.calls = 0
-    with override_settings(PRACTICESYNC_PROVIDERS={"sms": "tests.test_outreach.Flaky"}):
-        yield Flaky
+def flaky(settings):
+    Flaky.calls, Flaky.failures, Flaky.error = 0, 1, TransientError
+    # Through pytest-django's `settings`, like every other change in these tests: mixing it
+    # with override_settings restores them out of order and leaks the provider.
+    settings.PRACTICESYNC_PROVIDERS = {"sms": "tests.test_outreach.Flaky"}
+    return Flaky
 
 
 def test_a_transient_error_is_retried_with_backoff(harbour, ann, tmp_path, flaky):
