@@ -299,9 +299,9 @@ def test_retries_run_out_into_the_fallback(harbour, ann, tmp_path, flaky):
     flaky.failures = 99
     started(harbour, ann, tmp_path)
     at = MONDAY_10AM
-    for _ in range(dispatch.MAX_ATTEMPTS):
+    for attempt in range(1, dispatch.MAX_ATTEMPTS + 1):
         tick(at)
-        at += dt.timedelta(hours=3)
+        at += dispatch.backoff(attempt)  # 1, 4, 16, 64 minutes: all inside the window
     assert Message.objects.filter(channel="sms").get().status == "failed"
     assert Message.objects.filter(channel="email").get().status == "sent"
 
