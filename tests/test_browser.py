@@ -220,3 +220,58 @@ def test_results_and_recalls_summary_in_a_browser(served_results_app, page):
     expect(done).to_contain_text(app.email)
     page.screenshot(path=str(RECALLS_SCREENSHOT), full_page=True)
     assert RECALLS_SCREENSHOT.stat().st_size > 5_000
+
+
+STARTED_SCREENSHOT = Path("/tmp/results-started.png")
+PATIENT_MESSAGE_SCREENSHOT = Path("/tmp/patient-message.png")
+MESSAGES_SCREENSHOT = Path("/tmp/messages.png")
+
+
+def test_start_a_paused_sequence_and_message_a_patient_in_a_browser(served_results_app, page):
+    from playwright.sync_api import expect
+
+    app = served_results_app
+    results = f"{app.base}/p/{app.slug}/results/"
+    page.goto(results)
+    page.get_by_label("Email").fill(app.email)
+    page.get_by_label("Password").fill(app.password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(results)
+
+    nora = page.locator("table.results tbody tr", has_text="GREYLING, Nora")
+    expect(nora.locator(".badge")).to_have_text("To action – Paused")
+    expect(nora.get_by_role("button")).to_have_text(["Start", "Cancel"])
+    # Keyboard only: focus the button by its accessible name and press Enter.
+    start = nora.get_by_role("button", name="Start follow-up for GREYLING, Nora, 18/11/2026")
+    start.focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("status")).to_have_text("Started")
+    expect(nora.locator(".badge")).to_have_text("Active")
+    expect(nora.get_by_role("button")).to_have_text(["Pause", "Cancel"])
+    page.screenshot(path=str(STARTED_SCREENSHOT), full_page=True)
+    assert STARTED_SCREENSHOT.stat().st_size > 5_000
+
+    # The patient page's Message form: a refusal is explained, a send is listed.
+    nav = page.get_by_role("navigation", name="Practice pages")
+    nora.get_by_role("link", name="GREYLING, Nora").click()
+    page.get_by_label("Email", exact=True).check()
+    page.get_by_role("textbox", name="Message").fill("Hello {first_name}, please call us.")
+    page.get_by_role("button", name="Send message").click()
+    expect(page.get_by_role("alert")).to_contain_text("Not sent:")
+    expect(page.get_by_role("textbox", name="Message")).to_have_value(
+        "Hello {first_name}, please call us.")
+    page.get_by_label("SMS").check()
+    page.get_by_role("button", name="Send message").click()
+    expect(page.get_by_role("status")).to_contain_text("Message queued.")
+    expect(page.locator("table.messages-list tbody tr")).to_have_count(1)
+    expect(page.locator("table.messages-list tbody")).to_contain_text("Hello Nora, please call us.")
+    page.screenshot(path=str(PATIENT_MESSAGE_SCREENSHOT), full_page=True)
+
+    nav.get_by_role("link", name="Messages").click()
+    expect(nav.get_by_role("link", name="Messages")).to_have_attribute("aria-current", "page")
+    expect(page.locator("table.messages-list tbody tr")).to_have_count(1)
+    expect(page.locator("table.messages-list tbody")).to_contain_text("GREYLING, Nora")
+    page.screenshot(path=str(MESSAGES_SCREENSHOT), full_page=True)
+    nav.get_by_role("link", name="Tasks").click()
+    expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
+    expect(page.locator("table.tasks tbody")).to_contain_text("No open tasks.")

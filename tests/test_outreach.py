@@ -645,3 +645,42 @@ def test_a_receipt_for_a_send_staff_were_checking_closes_their_task(harbour, ann
     sms.refresh_from_db()
     task = StaffTask.objects.get()
     assert sms.status == "delivered" and (task.status, task.done_by) == ("done", "twilio")
+
+
+def test_a_message_queued_before_a_pause_waits_and_goes_when_the_follow_up_resumes(
+        harbour, ann, tmp_path, monkeypatch):
+    sequence = started(harbour, ann, tmp_path)
+    monkeypatch.setattr(dispatch, "deliver_queued", lambda **kw: None)
+    tick(MONDAY_10AM)
+    monkeypatch.undo()
+    sequence = change_sequence(actor="test", sequence=sequence, event=Event.PAUSE,
+                               now=MONDAY_10AM + dt.timedelta(minutes=1))
+    report = tick(MONDAY_10AM + dt.timedelta(minutes=2))
+    assert report["held_by_pause"] == 1 and report["sent"] == 0
+    assert Message.objects.get().status == "queued"
+    change_sequence(actor="test", sequence=sequence, event=Event.START,
+                    now=MONDAY_10AM + dt.timedelta(minutes=3))
+    assert tick(MONDAY_10AM + dt.timedelta(minutes=20))["sent"] == 1
+    assert Message.objects.get().status == "sent"
+
+
+def test_after_cancel_and_restart_only_the_new_round_goes(harbour, ann, tmp_path, monkeypatch):
+    sequence = started(harbour, ann, tmp_path)
+    monkeypatch.setattr(dispatch, "deliver_queued", lambda **kw: None)
+    tick(MONDAY_10AM)
+    monkeypatch.undo()
+    sequence = change_sequence(actor="test", sequence=sequence, event=Event.CANCEL,
+                               now=MONDAY_10AM + dt.timedelta(minutes=1))
+    change_sequence(actor="test", sequence=sequence, event=Event.RESTART,
+                    now=MONDAY_10AM + dt.timedelta(minutes=2))
+    report = tick(MONDAY_10AM + dt.timedelta(minutes=3))
+    assert report["sent"] == 1 and report["skipped_before_send"] == 1
+    assert [key for _, _, key in sent()] == [f"results:{sequence.id}:1:r2"]
+
+
+def test_staff_cannot_lift_a_stop_the_patient_sent(harbour, ann):
+    OptOut.objects.create(practice=harbour, channel="sms", address=ann.mobile_phone,
+                          source="twilio STOP")
+    code, out = run("outreach", "opt-out", "--practice", "harbour", "--patient", "P1",
+                    "--channel", "sms", "--undo")
+    assert code == 2 and "START" in out and OptOut.objects.exists()

@@ -184,6 +184,9 @@ def test_quiet_hours_hold_even_if_the_window_says_otherwise():
     ("push", "Your HbA1c is high", "hba1c"),
     ("sms", "Your test was abnormal", "abnormal"),
     ("sms", "STI screen done", "sti"),
+    ("sms", "We still need to see you", None),  # "sti" only as a word
+    ("sms", "Your liver tests are back", "test"),
+    ("sms", "Your level was 6", "level"),
     ("sms", "Your potassium is 6.1", "6.1"),  # a bare decimal is a value
     ("sms", "Flu clinic Saturday 9.30am", None),  # a time is not
     ("sms", "Your results are back", "result"),  # an SMS only says there is a message

@@ -7,6 +7,7 @@ from django.core.exceptions import ObjectDoesNotExist
 
 from practicesync.connectors.profiles import ResultFacts, get_profile
 from practicesync.outreach.models import Sequence
+from practicesync.outreach.sequences import TRANSITIONS, Event
 from practicesync.patients.models import Patient
 from practicesync.results.models import ResultGroup
 
@@ -42,6 +43,27 @@ def action_words(group: ResultGroup, practice, *, staff: bool = False) -> str:
     return action
 
 
+# The buttons staff may press on a sequence, in the order they are shown. Which of them a
+# sequence offers is the state machine's answer (TRANSITIONS), never a list of our own.
+STAFF_EVENTS = {Event.START: "Start", Event.PAUSE: "Pause", Event.CANCEL: "Cancel",
+                Event.RESTART: "Restart"}
+STAFF_EVENT_DONE = {Event.START: "Started", Event.PAUSE: "Paused", Event.CANCEL: "Cancelled",
+                    Event.RESTART: "Restarted"}
+
+
+def sequence_actions(group: ResultGroup) -> list[tuple[str, str]]:
+    """(event, button label) for each staff event the group's sequence accepts now. None
+    for a group without a sequence, nor once its results are done (notified in the PMS)."""
+    if group.state == ResultGroup.State.DONE:
+        return []
+    try:
+        state = group.sequence.state
+    except ObjectDoesNotExist:
+        return []
+    allowed = TRANSITIONS.get(state, {})
+    return [(str(event), label) for event, label in STAFF_EVENTS.items() if event in allowed]
+
+
 def sequence_words(group: ResultGroup) -> str:
     """The seed's words: "To action – Paused", "Active", "Done", "Cancelled"."""
     if group.state == ResultGroup.State.DONE:
@@ -67,6 +89,7 @@ class GroupRow:
     sequence: str
     badge: str      # CSS class of the sequence badge
     state: str
+    actions: list[tuple[str, str]]  # (event, label) of the sequence buttons staff may press
 
     @classmethod
     def of(cls, group: ResultGroup, practice) -> "GroupRow":
@@ -92,4 +115,5 @@ class GroupRow:
             sequence=sequence_words(group),
             badge=badge,
             state=group.get_state_display(),
+            actions=sequence_actions(group),
         )

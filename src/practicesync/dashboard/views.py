@@ -13,6 +13,7 @@ from practicesync.practices.models import Membership
 from practicesync.results.actions import NotOnChecklist, mark_checklist_done
 from practicesync.results.models import Result, ResultGroup
 
+from .outreach import patient_context
 from .results import DISPOSITION_WORDS, GroupRow
 
 PAGE_SIZE = 50
@@ -55,9 +56,7 @@ def patient_by_pms_id(request, practice, pms_id):
     """Deep link for a PMS toolbar button: /p/<practice>/patients/<pms_id>."""
     practice, _ = access_practice(request.user, practice)
     patient = get_object_or_404(Patient, practice=practice, pms_id=pms_id)
-    return render(request, "dashboard/patient.html", {
-        "practice": practice, "patient": patient,
-        "reviews": patient.review_items.filter(status="open")})
+    return render(request, "dashboard/patient.html", patient_context(practice, patient))
 
 
 def _groups(practice):

@@ -186,8 +186,11 @@ def record_opt_out(*, actor: str, patient, channel: str, undo: bool = False) -> 
     if not address:
         raise ValueError(f"patient has no {channel} address to opt out")
     if undo:
-        changed = OptOut.objects.filter(practice=patient.practice, channel=channel,
-                                        address=address).delete()[0] > 0
+        found = OptOut.objects.filter(practice=patient.practice, channel=channel, address=address)
+        if found.exclude(source__startswith="staff:").exists():
+            raise ValueError(f"the patient opted out of {channel} themselves (a STOP reply); "
+                             f"only their own START reply lifts it")
+        changed = found.delete()[0] > 0
     else:
         changed = OptOut.objects.get_or_create(practice=patient.practice, channel=channel,
                                                address=address,

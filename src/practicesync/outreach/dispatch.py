@@ -12,6 +12,7 @@ Deciding is done by sequences.py, recipients.py and window.py; this module appli
 
 import datetime as dt
 import logging
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -30,7 +31,7 @@ from practicesync.results.models import ResultsTemplate
 from .channels import Outcome, provider_for
 from .models import Message, OptOut, PushSubscription, Sequence, StaffTask, Step
 from .recipients import Plan, Policy, Recipient, plan_step
-from .sequences import Event, still_following_up, transition
+from .sequences import Event, message_verdict, transition
 from .window import next_send_time
 from .wording import DEFAULT_SUBJECT, GENERIC_SMS, render
 
@@ -41,6 +42,8 @@ BATCH = 5000
 # A claimed send not finished within this time is taken to have been interrupted.
 LEASE = dt.timedelta(minutes=5)
 MAX_ATTEMPTS = 5
+# A message whose follow-up is paused is looked at again after this.
+HOLD_RECHECK = dt.timedelta(minutes=15)
 # A booking that has passed without being marked attended stops pausing after this.
 STALE_BOOKING = dt.timedelta(days=1)
 
@@ -59,7 +62,7 @@ class TickReport:
                 "tasks_created", "skipped", "sequences_paused_booking", "sequences_completed",
                 "sequences_opted_out", "sequences_failed", "sent", "retried", "failed",
                 "uncertain", "fallbacks", "skipped_before_send", "recovered_sent",
-                "recovered_requeued", "recovered_unknown", "held_by_window",
+                "recovered_requeued", "recovered_unknown", "held_by_window", "held_by_pause",
                 "held_by_rate_limit", "held_by_stale_sync")
         return {k: self.counts[k] for k in keys}
 
@@ -232,6 +235,16 @@ def take_due_steps(practice: Practice, *, now: dt.datetime, report: TickReport) 
 
 
 SEQUENCE_FIELDS = ("id", "group_id", "template_id", "next_position", "round")
+
+
+def round_of(key: str) -> int:
+    """The round a results message belongs to, from its key (a fallback's key starts with
+    the key of the message it replaces)."""
+    match = _ROUND.search(key)
+    return int(match.group(1)) if match else 1
+
+
+_ROUND = re.compile(r"^results:\d+:\d+:r(\d+)")
 
 
 def step_key(sequence_id: int, position: int, round_: int = 1) -> str:
@@ -497,13 +510,19 @@ def _checked_before_sending(practice, claimed: list[Outgoing], *, now, report) -
                   .values_list("id", "status"))
     refused = set(OptOut.objects.filter(practice=practice, address__in={m.to for m in claimed})
                   .values_list("channel", "address"))
-    following = _follow_ups({m.sequence_id for m in claimed if m.sequence_id})
+    verdicts = _verdicts(claimed)
     ready = []
     for m in claimed:
+        if verdicts.get(m.id) == "hold":
+            # Paused by staff or a booking: the message waits for the follow-up to resume.
+            _set(m, now, status=Message.Status.QUEUED, not_before=now + HOLD_RECHECK,
+                 attempts=F("attempts") - 1)
+            report.counts["held_by_pause"] += 1
+            continue
         if status[m.patient_id] != Patient.Status.ACTIVE:
             why = f"patient is {status[m.patient_id]} (checked before sending)"
-        elif m.sequence_id and not following[m.sequence_id]:
-            why = "the follow-up has stopped (notified, booked, paused or cancelled)"
+        elif verdicts.get(m.id) == "stop":
+            why = "the follow-up has stopped (notified, booked, cancelled or restarted)"
         elif (m.channel, m.to) in refused:
             why = f"opted out of {m.channel} (checked before sending)"
         else:
@@ -517,11 +536,19 @@ def _checked_before_sending(practice, claimed: list[Outgoing], *, now, report) -
     return ready
 
 
-def _follow_ups(sequence_ids) -> dict[int, bool]:
-    """Sequence id -> whether its results messages may still go (still_following_up)."""
-    return {sid: still_following_up(state, reason, group_done=group_state == "done")
-            for sid, state, reason, group_state in Sequence.objects.filter(id__in=sequence_ids)
-            .values_list("id", "state", "state_reason", "group__state")}
+def _verdicts(messages) -> dict[int, str]:
+    """Message id -> go / hold / stop (sequences.message_verdict), for results messages."""
+    with_sequence = [m for m in messages if m.sequence_id]
+    sequences = {sid: rest for sid, *rest in Sequence.objects.filter(
+        id__in={m.sequence_id for m in with_sequence})
+        .values_list("id", "state", "state_reason", "group__state", "round")}
+    verdicts = {}
+    for m in with_sequence:
+        state, reason, group_state, sequence_round = sequences[m.sequence_id]
+        verdicts[m.id] = message_verdict(state, reason, group_done=group_state == "done",
+                                         message_round=round_of(m.idempotency_key),
+                                         sequence_round=sequence_round)
+    return verdicts
 
 
 def _claim(practice, now, limit, *, hold_bulk=False) -> list[Outgoing]:
@@ -608,7 +635,7 @@ def fall_back(failed: Message | Outgoing, *, now, report) -> None:
     """A results step whose message failed for good goes out on the next channel, or
     becomes a staff call task: a follow-up never ends silently. Unless it has ended: the
     results were marked notified, the patient booked, or staff stopped it."""
-    if failed.sequence_id and not _follow_ups([failed.sequence_id])[failed.sequence_id]:
+    if failed.sequence_id and _verdicts([failed])[failed.id] == "stop":
         _audit_message(failed, now, "message.no_fallback", "the follow-up has stopped")
         return
     tried = set(Message.objects.filter(sequence_id=failed.sequence_id, step=failed.step,

@@ -65,14 +65,20 @@ TRANSITIONS: dict[str, dict[Event, tuple[str, str]]] = {
 STEPS_DONE_REASON = TRANSITIONS[State.ACTIVE][Event.STEPS_DONE][1]
 
 
-def still_following_up(state: str, reason: str, *, group_done: bool) -> bool:
-    """Whether a results message of this sequence may still go out (or fall back to another
-    channel): not once the results are marked notified, nor once the follow-up was paused,
-    cancelled or completed by a booking; but yes when it only "completed" because its last
-    step was queued."""
-    if group_done:
-        return False
-    return state == State.ACTIVE or (state == State.COMPLETED and reason == STEPS_DONE_REASON)
+def message_verdict(state: str, reason: str, *, group_done: bool, message_round: int,
+                    sequence_round: int) -> str:
+    """Whether a queued results message of this sequence goes now ("go"), waits while the
+    follow-up is paused ("hold"), or never goes ("stop"): not once the results are marked
+    notified, nor for an earlier round than the sequence's (a restart), nor once it was
+    cancelled or completed by a booking; but a sequence that only "completed" because its
+    last step was queued still sends it."""
+    if group_done or message_round != sequence_round:
+        return "stop"
+    if state in (State.TO_ACTION_PAUSED, State.PAUSED_BOOKING):
+        return "hold"
+    if state == State.ACTIVE or (state == State.COMPLETED and reason == STEPS_DONE_REASON):
+        return "go"
+    return "stop"
 
 
 def transition(state: str, event: Event) -> tuple[str | None, str]:

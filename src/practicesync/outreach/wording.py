@@ -27,15 +27,20 @@ _TEST_WORDS = (
     "magnesium", "phosphate", "vitamin", "testosterone", "oestrogen", "estrogen", "hormone",
     "sti", "std", "herpes", "sexual health", "pathology", "radiology", "result", "diagnos",
     "depress", "anxiety", "mental health", "psychiatr", "bipolar", "schizo", "dementia",
-    "miscarriage", "termination", "abortion", "ivf", "fertility", "infection", "lump",
+    "miscarriage", "termination", "abortion", "ivf", "fertility", "infection", "lump", "test",
+    "blood", "scan", "level",
 )
 _OUTCOME_WORDS = ("positive", "negative", "abnormal", "normal range", "elevated", "high level",
                   "low level", "detected")
 _VALUE = re.compile(r"\b\d+(?:[.,]\d+)?\s*(?:mmol|mg|g/l|µmol|umol|iu|u/l|%|mu/l|x10|ng|pg|nmol)"
                     # a bare decimal is a value too ("potassium 6.1"), a time ("9.30am") is not
                     r"|\b\d+\.\d+\b(?!\s*(?:am|pm|a\.m|p\.m))", re.IGNORECASE)
-_WORDS = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in _TEST_WORDS + _OUTCOME_WORDS)
-                    + r")", re.IGNORECASE)
+# Short abbreviations only as whole words ("STI" but not "still"); the rest also as the
+# start of a word ("result" in "results", "diagnos" in "diagnosis").
+_WHOLE = {w for w in _TEST_WORDS if len(w) <= 3}
+_WORDS = re.compile(r"\b(?:(?:" + "|".join(re.escape(w) for w in sorted(_WHOLE)) + r")\b|"
+                    + "|".join(re.escape(w) for w in _TEST_WORDS + _OUTCOME_WORDS
+                               if w not in _WHOLE) + r")", re.IGNORECASE)
 
 # GSM 03.38: the basic set costs one septet a character, the extension set two.
 _GSM_BASIC = set("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡"
