@@ -603,8 +603,7 @@ def test_two_workers_share_one_hourly_budget(harbour, tmp_path):
     # A second worker holds two messages it has claimed but not yet sent.
     tick(MONDAY_10AM.replace(hour=7))  # before the window: nothing is taken
     dispatch.take_due_steps(harbour, now=MONDAY_10AM, report=dispatch.TickReport())
-    Message.objects.filter(id__in=list(Message.objects.values_list("id", flat=True)[:2])).update(
-        status="sending", not_before=MONDAY_10AM + dispatch.LEASE)
+    assert len(dispatch._claim(harbour, MONDAY_10AM, 2)) == 2  # and has not sent them yet
     assert tick(MONDAY_10AM)["sent"] == 1  # 3 an hour, 2 in another worker's hands
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F, Max, Q
+from django.db.models import Count, F, Max
 from django.utils import timezone
 
 from practicesync.appointments.models import Appointment
@@ -38,7 +38,7 @@ from .wording import DEFAULT_SUBJECT, GENERIC_SMS, render
 log = logging.getLogger(__name__)
 
 WORKER = "system:worker"
-BATCH = 5000
+BATCH = 10_000
 # A claimed send not finished within this time is taken to have been interrupted.
 LEASE = dt.timedelta(minutes=5)
 MAX_ATTEMPTS = 5
@@ -161,16 +161,16 @@ class PracticeFacts:
         """`patients`: rows with PATIENT_FIELDS when the caller has read them already;
         `need_booked`: whether any step at hand asks "only if not yet booked"."""
         if patients is None:
-            patients = Patient.objects.filter(id__in=patient_ids).values(*PATIENT_FIELDS)
+            patients = Patient.objects.filter(id__among=patient_ids).values(*PATIENT_FIELDS)
         patients = {p["id"]: p for p in patients}
         push = {}
         if self.has_push:
-            push = dict(PushSubscription.objects.filter(patient_id__in=patient_ids, active=True)
+            push = dict(PushSubscription.objects.filter(patient_id__among=patient_ids, active=True)
                         .order_by("patient_id", "-created_at").values_list("patient_id", "endpoint"))
         booked = set()
         if need_booked:
             booked = set(Appointment.objects.filter(
-                patient_id__in=patient_ids, status=Appointment.Status.BOOKED,
+                patient_id__among=patient_ids, status=Appointment.Status.BOOKED,
                 starts_at__gte=self.now - STALE_BOOKING).values_list("patient_id", flat=True))
         out = {}
         for pid, p in patients.items():
@@ -332,7 +332,7 @@ def _take_steps(facts: PracticeFacts, rows: list[tuple], *, now, report) -> None
         for sequence_id, pos in claimed:
             by_position[pos].append(sequence_id)
         for pos, ids in by_position.items():
-            moved = Sequence.objects.filter(id__in=ids, state=Sequence.State.ACTIVE,
+            moved = Sequence.objects.filter(id__among=ids, state=Sequence.State.ACTIVE,
                                             next_position=pos).update(
                 state=state, next_position=next_position, due_at=due_at,
                 state_reason=reason or F("state_reason"), updated_at=now)
@@ -445,17 +445,17 @@ def deliver_queued(*, now, report, practices) -> None:
         while claimed := _claim(practice, now, BATCH, hold_bulk=hold_bulk):
             _deliver(_checked_before_sending(practice, claimed, now=now, report=report),
                      now=now, report=report)
-        if _budget(practice, now) <= 0:
+        practice.refresh_from_db(fields=["sends_hour", "sends_in_hour"])
+        if _budget(practice, now)[1] <= 0:
             report.counts["held_by_rate_limit"] += Message.objects.filter(
                 practice=practice, status=Message.Status.QUEUED, not_before__lte=now).count()
 
 
-def _budget(practice, now) -> int:
-    """Sends left this hour: the limit less what went in the last hour and what any worker
-    has in hand now."""
-    recent = Message.objects.filter(practice=practice).filter(
-        Q(sent_at__gt=now - dt.timedelta(hours=1)) | Q(status=Message.Status.SENDING))
-    return practice.sends_per_hour - recent.count()
+def _budget(practice, now) -> tuple[dt.datetime, int]:
+    """(this clock hour, sends left in it). Read under the practice row's lock (_claim)."""
+    hour = now.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    used = practice.sends_in_hour if practice.sends_hour == hour else 0
+    return hour, practice.sends_per_hour - used
 
 
 @dataclass(slots=True)
@@ -482,10 +482,13 @@ class Outgoing:
 OUTGOING_FIELDS = [f for f in Outgoing.__slots__]
 
 
-def _lock(qs) -> None:
-    """Lock these rows until the transaction ends (PostgreSQL; SQLite has one writer)."""
+def _locked(practice: Practice) -> Practice:
+    """The practice row, read afresh and locked until the transaction ends (PostgreSQL;
+    SQLite has one writer at a time)."""
+    fresh = Practice.objects.filter(id=practice.id)
     if connection.vendor == "postgresql":
-        list(qs.select_for_update())
+        fresh = fresh.select_for_update()
+    return fresh.get()
 
 
 class ClaimedElsewhere(Exception):
@@ -506,10 +509,13 @@ def _checked_before_sending(practice, claimed: list[Outgoing], *, now, report) -
     """The last look before a provider is called: a patient who died or left, or an address
     that opted out, since the message was queued gets nothing. A results step then falls
     back (to another channel, or staff)."""
-    status = dict(Patient.objects.filter(id__in={m.patient_id for m in claimed})
+    status = dict(Patient.objects.filter(id__among={m.patient_id for m in claimed})
                   .values_list("id", "status"))
-    refused = set(OptOut.objects.filter(practice=practice, address__in={m.to for m in claimed})
-                  .values_list("channel", "address"))
+    refused = set()
+    if OptOut.objects.filter(practice=practice).exists():
+        refused = set(OptOut.objects.filter(practice=practice,
+                                            address__among={m.to for m in claimed})
+                      .values_list("channel", "address"))
     verdicts = _verdicts(claimed)
     ready = []
     for m in claimed:
@@ -540,7 +546,7 @@ def _verdicts(messages) -> dict[int, str]:
     """Message id -> go / hold / stop (sequences.message_verdict), for results messages."""
     with_sequence = [m for m in messages if m.sequence_id]
     sequences = {sid: rest for sid, *rest in Sequence.objects.filter(
-        id__in={m.sequence_id for m in with_sequence})
+        id__among={m.sequence_id for m in with_sequence})
         .values_list("id", "state", "state_reason", "group__state", "round")}
     verdicts = {}
     for m in with_sequence:
@@ -558,10 +564,11 @@ def _claim(practice, now, limit, *, hold_bulk=False) -> list[Outgoing]:
     while True:
         try:
             with transaction.atomic():
-                # The practice row is the lock around the hourly budget, so two workers
+                # The practice row holds the hourly budget and is its lock: two workers
                 # cannot each spend all of it.
-                _lock(Practice.objects.filter(id=practice.id))
-                limit = min(limit, _budget(practice, now))
+                practice = _locked(practice)
+                hour, left = _budget(practice, now)
+                limit = min(limit, left)
                 if limit <= 0:
                     return []
                 due = Message.objects.filter(practice=practice, status=Message.Status.QUEUED,
@@ -573,11 +580,13 @@ def _claim(practice, now, limit, *, hold_bulk=False) -> list[Outgoing]:
                 if not claimed:
                     return []
                 taken = Message.objects.filter(
-                    id__in=[m.id for m in claimed], status=Message.Status.QUEUED).update(
+                    id__among=[m.id for m in claimed], status=Message.Status.QUEUED).update(
                     status=Message.Status.SENDING, not_before=now + LEASE,
                     attempts=F("attempts") + 1)
                 if taken != len(claimed):
                     raise ClaimedElsewhere
+                Practice.objects.filter(id=practice.id).update(
+                    sends_hour=hour, sends_in_hour=practice.sends_per_hour - left + taken)
         except ClaimedElsewhere:
             continue
         for m in claimed:
@@ -604,7 +613,7 @@ def _apply_outcomes(batch, outcomes: dict[int, Outcome], *, provider, now, repor
     for m in sent:
         by_ref[outcomes[m.id].ref].append(m.id)
     for ref, ids in by_ref.items():
-        Message.objects.filter(id__in=ids, status=Message.Status.SENDING).update(
+        Message.objects.filter(id__among=ids, status=Message.Status.SENDING).update(
             status=Message.Status.SENT, sent_at=now, provider=provider, provider_ref=ref)
     for practice_id in {m.practice_id for m in sent}:
         insert_audit(practice_id, now, [

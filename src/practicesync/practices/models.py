@@ -50,6 +50,10 @@ class Practice(models.Model):
     min_age_sms = models.PositiveSmallIntegerField(default=12)
     teen_until = models.PositiveSmallIntegerField(default=17)
     stop_all = models.BooleanField(default=False)  # the global stop-all switch
+    # The hourly send budget as spent so far: the clock hour (UTC) and messages claimed in it.
+    # Kept here, under the practice row's lock, so every worker spends the same budget.
+    sends_hour = models.DateTimeField(null=True, blank=True)
+    sends_in_hour = models.PositiveIntegerField(default=0)
     booking_url = models.URLField(max_length=500, blank=True)
     video_base_url = models.URLField(max_length=500, default="https://video.example.org/room/")
 
