@@ -1,4 +1,5 @@
-"""`make bench`: the Patient Sync and HL7 ingest quality bars of DESIGN.md section 7.
+"""`make bench`: the Patient Sync, HL7 ingest and outreach quality bars of DESIGN.md section 7
+(outreach: bench/outreach.py).
 
 Uses a throwaway SQLite database in a temp dir, or DATABASE_URL when it is set (point that at
 a throwaway PostgreSQL database: the bench's practices and patients are left in it). Writes

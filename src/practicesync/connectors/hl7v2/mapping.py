@@ -138,6 +138,15 @@ def pms_id_wanted(pms: str, pms_id_system: str = "") -> str:
     return f"identifier type {'/'.join(PMS_ID_TYPES.get(pms, DEFAULT_PMS_ID_TYPES))}"
 
 
+def pms_id_problem(pms_id: str, pms: str, pms_id_system: str = "") -> tuple[str, str] | None:
+    """(reason, code) when PID-3 gave no usable PMS patient id; None when it did."""
+    if not pms_id:
+        return f"PID-3 holds no PMS patient id ({pms_id_wanted(pms, pms_id_system)})", "no_pms_id"
+    if len(pms_id) > PMS_ID_MAX:
+        return f"the PMS patient id is longer than {PMS_ID_MAX} characters", "bad_pms_id"
+    return None
+
+
 def pms_id_of(reps: list[Repetition], pms: str, pms_id_system: str = "") -> str:
     reps = [r for r in reps if r.component(1)]
     if pms_id_system.strip():
@@ -224,13 +233,8 @@ def map_pid(message: Message, pid: Segment, *, pms: str, country: str, pms_id_sy
     def reject(field_name: str, reason: str, code: str):
         return None, [message.error("PID", field_name, reason, code, pms_id or None)]
 
-    if not pms_id:
-        return reject("PID-3", f"PID-3 holds no PMS patient id "
-                               f"({pms_id_wanted(pms, pms_id_system)})",
-                      "no_pms_id")
-    if len(pms_id) > PMS_ID_MAX:
-        return reject("PID-3", f"the PMS patient id is longer than {PMS_ID_MAX} characters",
-                      "bad_pms_id")
+    if problem := pms_id_problem(pms_id, pms, pms_id_system):
+        return reject("PID-3", *problem)
     # The legal name (type L) when it is complete, else the first complete one.
     names = [r for r in pid.repetitions(5) if r.component(1, 1) and r.component(2)]
     name = _pick(names, 7, "L")
@@ -381,13 +385,8 @@ def _map_obr(message: Message, number: int, pid: Segment | None, obr: Segment,
     if pid is None:
         return error("", "no PID segment before it: whose result is it?", "no_pid")
     pms_id = pms_id_of(pid.repetitions(3), pms, pms_id_system)
-    if not pms_id:
-        return error("PID-3", f"PID-3 holds no PMS patient id "
-                              f"({pms_id_wanted(pms, pms_id_system)})",
-                     "no_pms_id")
-    if len(pms_id) > PMS_ID_MAX:
-        return error("PID-3", f"the PMS patient id is longer than {PMS_ID_MAX} characters",
-                     "bad_pms_id")
+    if problem := pms_id_problem(pms_id, pms, pms_id_system):
+        return error("PID-3", *problem)
     status = obr.get(25).upper()
     if status == "X":
         return error("OBR-25", "result status X: the lab cancelled this test, so there is no "
@@ -460,13 +459,8 @@ def map_siu(message: Message, *, pms: str, pms_id_system: str = "") -> Mapped:
         return Mapped(errors=[message.error(where.split("-")[0], where, reason, code,
                                             pms_id or None)])
 
-    if not pms_id:
-        return reject("PID-3", f"PID-3 holds no PMS patient id "
-                               f"({pms_id_wanted(pms, pms_id_system)})",
-                      "no_pms_id")
-    if len(pms_id) > PMS_ID_MAX:
-        return reject("PID-3", f"the PMS patient id is longer than {PMS_ID_MAX} characters",
-                      "bad_pms_id")
+    if problem := pms_id_problem(pms_id, pms, pms_id_system):
+        return reject("PID-3", *problem)
     appointment_id = sch.get(2) or sch.get(1)
     if not appointment_id:
         return reject("SCH-2", "SCH-2 (filler appointment id) and SCH-1 are empty: the "
