@@ -21,8 +21,8 @@ class Among(Lookup):
         lhs, params = self.process_lhs(compiler, connection)
         if not self.rhs:
             raise EmptyResultSet
-        if connection.vendor == "postgresql":
-            return f"{lhs} = ANY(%s)", [*params, self.rhs]  # one array parameter
+        # Not "= ANY(%s)" with one array on PostgreSQL: the driver may type a list of ints
+        # as numeric[], and the column then loses its index.
         return f"{lhs} IN ({', '.join(['%s'] * len(self.rhs))})", [*params, *self.rhs]
 
 
