@@ -5,6 +5,7 @@ Settings PRACTICESYNC_PROVIDERS maps a channel (sms, email, push) to a provider 
 the default is the local outbox for every channel.
 """
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -39,7 +40,7 @@ class Outcome:
     uncertain: str = ""
 
 
-class Provider:
+class Provider(ABC):
     """One provider for one channel. Subclasses implement `send` (and may batch in
     `send_many`). `can_lookup`: the provider can say which idempotency keys it already
     has, so a send interrupted by a crash is resolved without asking staff."""
@@ -54,8 +55,10 @@ class Provider:
     def __init__(self, channel: str):
         self.channel = channel
 
+    @abstractmethod
     def send(self, message) -> str:
-        raise NotImplementedError
+        """Send one message; the provider's reference for it, or TransientError,
+        PermanentError, UncertainError."""
 
     def send_many(self, messages) -> list[Outcome]:
         outcomes = []
@@ -71,8 +74,9 @@ class Provider:
         return outcomes
 
     def lookup(self, keys: list[str]) -> dict[str, str]:
-        """{idempotency key: provider ref} for the keys the provider already has."""
-        raise NotImplementedError
+        """{idempotency key: provider ref} for the keys the provider already has. Only asked
+        of a provider that `can_lookup`; one that cannot knows none."""
+        return {}
 
 
 def provider_for(channel: str) -> Provider:
