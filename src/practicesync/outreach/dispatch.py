@@ -159,7 +159,8 @@ class PracticeFacts:
     def recipients(self, patient_ids, patients=None,
                    need_booked=True) -> dict[int, tuple[dict, Recipient]]:
         """`patients`: rows with PATIENT_FIELDS when the caller has read them already;
-        `need_booked`: whether any step at hand asks "only if not yet booked"."""
+        `need_booked`: whether bookings matter for the steps at hand (Pause on Booking, or a
+        step "only if not yet booked")."""
         if patients is None:
             patients = Patient.objects.filter(id__among=patient_ids).values(*PATIENT_FIELDS)
         patients = {p["id"]: p for p in patients}
