@@ -99,6 +99,23 @@ def poll_pms(*, practice, source: str, cursor_source: str, tables, id_field: str
                 return polled
 
 
+def add_import_subcommands(sub, *, what: str, formats: str) -> None:
+    """The `sync` and `poll` subcommands of an import command (results, appointments)."""
+    sync = sub.add_parser("sync", help=f"import {what} from a file, folder or URL")
+    sync.add_argument("--practice", required=True)
+    sync.add_argument("--source", required=True,
+                      help="csv: a file or URL; hl7: a file or folder of messages; fhir: a "
+                           "file or folder of JSON, or a FHIR server base URL (pulls what "
+                           "changed since the last pull)")
+    sync.add_argument("--format", default="csv", choices=["csv", "hl7", "fhir"], help=formats)
+    sync.add_argument("--json", action="store_true")
+    poll = sub.add_parser("poll", help=f"import {what} changed in the PMS database since the "
+                                       f"last poll")
+    poll.add_argument("--practice", required=True)
+    poll.add_argument("--source", required=True, help="the PMS database (a simulator's SQLite file)")
+    poll.add_argument("--json", action="store_true")
+
+
 def run_import_command(command, do_import: Callable, *, json: bool, nothing: str,
                        id_field: str) -> None:
     """A sync or poll command: run the import, map refusals to exit 2 and unreadable sources

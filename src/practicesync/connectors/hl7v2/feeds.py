@@ -97,40 +97,38 @@ def read_patient_feed(source, *, pms: str, country: str, pms_id_system: str = ""
 
 
 @dataclass
-class ResultFeed(_Feed):
+class RowFeed(_Feed):
+    """Result or appointment rows, each with the message it came from."""
+
+    fields: dict[str, str] = field(default_factory=dict)  # row field -> HL7 field, for errors
     rows: list[tuple[int, dict[str, str]]] = field(default_factory=list)
 
     def locate_row_error(self, error: dict) -> dict:
-        return self.locate(error, RESULT_FIELDS)
+        return self.locate(error, self.fields)
 
 
-def read_result_feed(source, *, pms: str, pms_id_system: str = "") -> ResultFeed:
+
+def _read_rows(source, *, fields, accepts, expected: str, mapping, rows_of) -> RowFeed:
+    feed = RowFeed(fields=fields)
+    for item in _messages(feed, source, accepts, expected):
+        mapped = mapping(item.message)
+        feed.errors += [error_dict(item.number, item.ref, e) for e in mapped.errors]
+        feed.rows += [(item.number, row) for row in rows_of(mapped)]
+    return feed
+
+
+def read_result_feed(source, *, pms: str, pms_id_system: str = "") -> RowFeed:
     """ORU^R01 messages as canonical result rows, one per OBR, in arrival order (a later
     message about the same result updates it)."""
-    feed = ResultFeed()
-    for item in _messages(feed, source, lambda m: m.message_type == "ORU^R01",
-                          "ORU^R01 for results"):
-        mapped = _mapped(map_oru, item.message, pms=pms, pms_id_system=pms_id_system)
-        feed.errors += [error_dict(item.number, item.ref, e) for e in mapped.errors]
-        feed.rows += [(item.number, row) for row in mapped.results]
-    return feed
+    return _read_rows(source, fields=RESULT_FIELDS, accepts=lambda m: m.message_type == "ORU^R01",
+                      expected="ORU^R01 for results", rows_of=lambda mapped: mapped.results,
+                      mapping=lambda m: _mapped(map_oru, m, pms=pms, pms_id_system=pms_id_system))
 
 
-@dataclass
-class AppointmentFeed(_Feed):
-    rows: list[tuple[int, dict[str, str]]] = field(default_factory=list)
-
-    def locate_row_error(self, error: dict) -> dict:
-        return self.locate(error, APPOINTMENT_FIELDS)
-
-
-def read_appointment_feed(source, *, pms: str, pms_id_system: str = "") -> AppointmentFeed:
+def read_appointment_feed(source, *, pms: str, pms_id_system: str = "") -> RowFeed:
     """SIU^S12/S13/S14/S15/S26 messages as canonical appointment rows, in arrival order (a
     later message about the same appointment updates it)."""
-    feed = AppointmentFeed()
-    for item in _messages(feed, source, lambda m: m.message_code == "SIU",
-                          "SIU^S12/S13/S14/S15/S26 for appointments"):
-        mapped = _mapped(map_siu, item.message, pms=pms, pms_id_system=pms_id_system)
-        feed.errors += [error_dict(item.number, item.ref, e) for e in mapped.errors]
-        feed.rows += [(item.number, row) for row in mapped.appointments]
-    return feed
+    return _read_rows(source, fields=APPOINTMENT_FIELDS, accepts=lambda m: m.message_code == "SIU",
+                      expected="SIU^S12/S13/S14/S15/S26 for appointments",
+                      rows_of=lambda mapped: mapped.appointments,
+                      mapping=lambda m: _mapped(map_siu, m, pms=pms, pms_id_system=pms_id_system))

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
 from practicesync.cli import cli_actor, practice_arg, print_json, usage_error
-from practicesync.imports import run_import_command
+from practicesync.imports import add_import_subcommands, run_import_command
 from practicesync.results.actions import (
     NotOnChecklist,
     mark_checklist_done,
@@ -11,31 +11,17 @@ from practicesync.results.importer import sync_results
 from practicesync.results.models import ResultGroup, ResultsTemplate
 from practicesync.results.polling import poll_pms_results
 
+FORMATS = ("csv: the actioned-results CSV; hl7: ORU^R01 messages in a file or a folder of "
+           "*.hl7/*.txt/*.msg files; fhir: DiagnosticReports (with their Patients and Observations) "
+           "in FHIR R4 Bundles or resource files, a file or a folder of *.json")
+
 
 class Command(BaseCommand):
     help = "Import doctor-actioned results and decide each patient's group for the day."
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="action", required=True)
-        sync = sub.add_parser("sync", help="import the actioned-results CSV")
-        sync.add_argument("--practice", required=True)
-        sync.add_argument("--source", required=True,
-                          help="csv: a file or URL; hl7: a file or folder of messages; fhir: a "
-                               "file or folder of JSON, or a FHIR server base URL (pulls what "
-                               "changed since the last pull)")
-        sync.add_argument("--format", default="csv", choices=["csv", "hl7", "fhir"],
-                          help="csv: the actioned-results CSV; hl7: ORU^R01 messages in a file "
-                               "or a folder of *.hl7/*.txt/*.msg files; fhir: DiagnosticReports "
-                               "(with their Patients and Observations) in FHIR R4 Bundles or "
-                               "resource files, a file or a folder of *.json")
-        sync.add_argument("--json", action="store_true")
-
-        poll = sub.add_parser("poll", help="import results actioned in the PMS database since "
-                                           "the last poll")
-        poll.add_argument("--practice", required=True)
-        poll.add_argument("--source", required=True,
-                          help="the PMS database (a simulator's SQLite file)")
-        poll.add_argument("--json", action="store_true")
+        add_import_subcommands(sub, what="actioned results", formats=FORMATS)
 
         done = sub.add_parser("checklist-done", help="tick a checklist group done (Recalls > "
                                                      "Summary)")
