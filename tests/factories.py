@@ -52,3 +52,19 @@ def write_list(path: Path, rows, columns=CANONICAL_COLUMNS) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def log_in(client, user, *, verified=True):
+    """Log `user` into the Django test client. With `verified`, the session also carries a
+    confirmed TOTP device, as after a real MFA step (admins must have one to use any page)."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    client.force_login(user)
+    if verified:
+        device = (TOTPDevice.objects.filter(user=user, confirmed=True).first()
+                  or TOTPDevice.objects.create(user=user, name="test", confirmed=True))
+        session = client.session
+        session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+        session.save()
+    return client

@@ -29,12 +29,16 @@ def require_sync_permission(practice: Practice) -> None:
             f"--granted-by NAME --dpia-ref REF`.")
 
 
-def access_practice(user, slug: str) -> tuple[Practice, Membership]:
-    """The practice `slug` and the user's membership of it, or 404 (never reveal others)."""
+def access_practice(user, slug: str, *, roles: tuple[str, ...] = ()) -> tuple[Practice, Membership]:
+    """The practice `slug` and the user's membership of it, or 404 (never reveal others).
+    With `roles`, a member whose role is not among them gets 403: they know the practice,
+    they just may not do this (export, bulk and settings are for admins)."""
     if not user.is_authenticated:
         raise PermissionDenied
     membership = (Membership.objects.select_related("practice")
                   .filter(user=user, practice__slug=slug).first())
     if membership is None:
         raise Http404("No such practice")
+    if roles and membership.role not in roles:
+        raise PermissionDenied(f"This needs the {' or '.join(roles)} role")
     return membership.practice, membership
