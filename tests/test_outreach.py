@@ -15,6 +15,7 @@ from practicesync.outreach.actions import change_sequence, refresh_bookings
 from practicesync.outreach.channels import PermanentError, Provider, TransientError, UncertainError
 from practicesync.outreach.models import Message, OptOut, OutboxEntry, Sequence, StaffTask
 from practicesync.outreach.sequences import Event
+from practicesync.practices.models import Practice
 from practicesync.results.actions import set_template_auto_start
 from tests.cli import run, run_json
 from tests.factories import make_patient, make_practice, write_list
@@ -66,6 +67,14 @@ def started(harbour, ann, tmp_path, at=MONDAY_10AM) -> Sequence:
 
 def tick(at):
     return dispatch.tick(now=at).as_json()
+
+
+def tick_without_sending(practice, at):
+    """A pass that records the due steps and sends nothing yet: the hour's budget is spent."""
+    sends_per_hour = Practice.objects.get(id=practice.id).sends_per_hour
+    Practice.objects.filter(id=practice.id).update(sends_per_hour=0)
+    tick(at)
+    Practice.objects.filter(id=practice.id).update(sends_per_hour=sends_per_hour)
 
 
 def sent():
@@ -434,9 +443,7 @@ def test_a_send_the_provider_may_have_taken_is_never_sent_again(harbour, ann, tm
 def test_the_last_look_before_sending_catches_a_death_or_a_stop(harbour, ann, tmp_path,
                                                                 monkeypatch):
     sequence = started(harbour, ann, tmp_path)
-    monkeypatch.setattr(dispatch, "deliver_queued", lambda **kw: None)
-    tick(MONDAY_10AM)  # queued, not yet sent
-    monkeypatch.undo()
+    tick_without_sending(harbour, MONDAY_10AM)
     OptOut.objects.create(practice=harbour, channel="sms", address=ann.mobile_phone, source="test")
     report = tick(MONDAY_10AM + dt.timedelta(minutes=1))
     assert report["skipped_before_send"] == 1 and report["sent"] == 1  # the email instead
@@ -446,9 +453,7 @@ def test_the_last_look_before_sending_catches_a_death_or_a_stop(harbour, ann, tm
 
     sequence.refresh_from_db()
     Sequence.objects.filter(id=sequence.id).update(due_at=MONDAY_10AM + 3 * DAY)
-    monkeypatch.setattr(dispatch, "deliver_queued", lambda **kw: None)
-    tick(MONDAY_10AM + 3 * DAY)
-    monkeypatch.undo()
+    tick_without_sending(harbour, MONDAY_10AM + 3 * DAY)
     ann.status = "deceased"
     ann.save()
     report = tick(MONDAY_10AM + 3 * DAY + dt.timedelta(minutes=1))
@@ -574,9 +579,7 @@ def test_a_patient_already_booked_when_a_step_comes_due_is_paused_not_messaged(h
 def test_a_queued_follow_up_message_is_not_sent_once_the_results_are_notified(harbour, ann,
                                                                               tmp_path, monkeypatch):
     started(harbour, ann, tmp_path)
-    monkeypatch.setattr(dispatch, "deliver_queued", lambda **kw: None)
-    tick(MONDAY_10AM)
-    monkeypatch.undo()
+    tick_without_sending(harbour, MONDAY_10AM)
     import_results(harbour, tmp_path, result_row(notified="notified"))
     report = tick(MONDAY_10AM + dt.timedelta(minutes=1))
     assert report["sent"] == 0 and report["skipped_before_send"] == 1
@@ -593,18 +596,22 @@ def test_an_email_step_falling_back_to_sms_sends_only_the_generic_words(harbour,
     assert "has a message for you" in entry.body
 
 
-def test_two_workers_share_one_hourly_budget(harbour, tmp_path):
+def test_two_workers_share_one_hourly_budget(harbour, tmp_path, monkeypatch):
     harbour.sends_per_hour = 3
     harbour.save()
     for n in range(5):
         make_patient(harbour, pms_id=f"P{n}", given_name=f"N{n}", email=f"n{n}@example.org")
     import_results(harbour, tmp_path, *[result_row(f"R{n}", f"P{n}") for n in range(5)])
     Sequence.objects.update(due_at=MONDAY_10AM)
-    # A second worker holds two messages it has claimed but not yet sent.
-    tick(MONDAY_10AM.replace(hour=7))  # before the window: nothing is taken
+    # A second worker takes the due steps, claiming as many as the hour allows, and has
+    # not sent them yet.
+    monkeypatch.setattr(dispatch, "_deliver", lambda *a, **k: None)
     dispatch.take_due_steps(harbour, now=MONDAY_10AM, report=dispatch.TickReport())
-    assert len(dispatch._claim(harbour, MONDAY_10AM, 2)) == 2  # and has not sent them yet
-    assert tick(MONDAY_10AM)["sent"] == 1  # 3 an hour, 2 in another worker's hands
+    monkeypatch.undo()
+    assert Message.objects.filter(status="sending").count() == 3
+    report = tick(MONDAY_10AM)  # 3 an hour, all 3 in the other worker's hands
+    assert (report["sent"], report["held_by_rate_limit"]) == (0, 2)
+    assert len(dispatch._claim(harbour, MONDAY_10AM, 5)) == 0
 
 
 def signed_receipt(settings, message, status):
@@ -649,9 +656,7 @@ def test_a_receipt_for_a_send_staff_were_checking_closes_their_task(harbour, ann
 def test_a_message_queued_before_a_pause_waits_and_goes_when_the_follow_up_resumes(
         harbour, ann, tmp_path, monkeypatch):
     sequence = started(harbour, ann, tmp_path)
-    monkeypatch.setattr(dispatch, "deliver_queued", lambda **kw: None)
-    tick(MONDAY_10AM)
-    monkeypatch.undo()
+    tick_without_sending(harbour, MONDAY_10AM)
     sequence = change_sequence(actor="test", sequence=sequence, event=Event.PAUSE,
                                now=MONDAY_10AM + dt.timedelta(minutes=1))
     report = tick(MONDAY_10AM + dt.timedelta(minutes=2))
@@ -665,9 +670,7 @@ def test_a_message_queued_before_a_pause_waits_and_goes_when_the_follow_up_resum
 
 def test_after_cancel_and_restart_only_the_new_round_goes(harbour, ann, tmp_path, monkeypatch):
     sequence = started(harbour, ann, tmp_path)
-    monkeypatch.setattr(dispatch, "deliver_queued", lambda **kw: None)
-    tick(MONDAY_10AM)
-    monkeypatch.undo()
+    tick_without_sending(harbour, MONDAY_10AM)
     sequence = change_sequence(actor="test", sequence=sequence, event=Event.CANCEL,
                                now=MONDAY_10AM + dt.timedelta(minutes=1))
     change_sequence(actor="test", sequence=sequence, event=Event.RESTART,

@@ -62,6 +62,24 @@ def insert_rows(model: type[models.Model], rows: Iterable[dict], columns: list[s
     return count
 
 
+def allocate_ids(model: type[models.Model], count: int) -> list[int]:
+    """Primary keys for `count` rows this transaction is about to insert with insert_rows, so
+    the caller knows them without reading the rows back (COPY and executemany return none)."""
+    table = model._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, 'id')) "
+                           "FROM generate_series(1, %s)", [table, count])
+            return [row[0] for row in cursor.fetchall()]
+        # SQLite: transactions begin IMMEDIATE, so this one holds the only write lock and no
+        # one else takes ids before its INSERT; AUTOINCREMENT never hands out a deleted id again.
+        cursor.execute(
+            f"SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = %s), 0), "
+            f"COALESCE((SELECT MAX(id) FROM {connection.ops.quote_name(table)}), 0))", [table])
+        start = cursor.fetchone()[0] + 1
+    return list(range(start, start + count))
+
+
 def _driver_values(rows: Iterable[dict], columns: list[str], fields) -> Iterator[tuple | list]:
     values_of = itemgetter(*columns) if len(columns) > 1 else lambda row: (row[columns[0]],)
     converted = [(i, c) for i, c in enumerate(map(_converter, fields)) if c is not None]

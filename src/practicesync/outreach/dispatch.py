@@ -1,8 +1,10 @@
 """The worker's pass over due outreach work, with the database as the work queue.
 
-1. Due sequences take their next step: a message row (status queued, idempotency key
+1. Due sequences take their next step: a message row (idempotency key
    `results:<sequence>:<step>`), a staff task, or a recorded skip; the sequence moves on in
    the same transaction, claimed with a conditional UPDATE so two workers never take one step.
+   Within the hourly budget the message is recorded already claimed (step 2) and sent once
+   the transaction commits; beyond it, it waits queued.
 2. Queued messages are claimed (status sending, a lease) and only then handed to the
    provider; the outcome is written after. A worker killed in between leaves `sending` rows
    whose lease runs out: the provider is asked which keys it has (sent), the rest go out
@@ -15,6 +17,7 @@ import logging
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -23,7 +26,7 @@ from django.utils import timezone
 
 from practicesync.appointments.models import Appointment
 from practicesync.audit.models import AuditEvent
-from practicesync.bulk import insert_rows
+from practicesync.bulk import allocate_ids, insert_rows
 from practicesync.patients.models import Patient, ReviewItem, SyncRun
 from practicesync.practices.models import Practice
 from practicesync.results.models import ResultsTemplate
@@ -134,6 +137,48 @@ def _skip_locked(qs):
     return qs
 
 
+# --- sending budget and claimed messages ----------------------------------------------
+
+@dataclass(slots=True)
+class Outgoing:
+    """A claimed message as the providers and the outcome code see it: only what sending
+    needs, without building a model instance per message."""
+
+    id: int
+    practice_id: int
+    patient_id: int
+    kind: str
+    channel: str
+    to: str
+    subject: str
+    body: str
+    idempotency_key: str
+    attempts: int
+    status: str
+    sequence_id: int | None
+    group_id: int | None
+    step: int | None
+
+
+OUTGOING_FIELDS = [f for f in Outgoing.__slots__]
+
+
+def _budget(practice, now) -> tuple[dt.datetime, int]:
+    """(this clock hour, sends left in it). Read under the practice row's lock (_locked)."""
+    hour = now.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    used = practice.sends_in_hour if practice.sends_hour == hour else 0
+    return hour, practice.sends_per_hour - used
+
+
+def _locked(practice: Practice) -> Practice:
+    """The practice row, read afresh and locked until the transaction ends (PostgreSQL;
+    SQLite has one writer at a time)."""
+    fresh = Practice.objects.filter(id=practice.id)
+    if connection.vendor == "postgresql":
+        fresh = fresh.select_for_update()
+    return fresh.get()
+
+
 # --- 1. due steps -------------------------------------------------------------------------
 
 PATIENT_FIELDS = ("id", "given_name", "date_of_birth", "status", "mobile_phone", "email")
@@ -229,10 +274,11 @@ def take_due_steps(practice: Practice, *, now: dt.datetime, report: TickReport) 
                 if not due:
                     return
                 batch = TickReport()
-                _take_steps(facts, due, now=now, report=batch)
+                claimed = _take_steps(facts, due, now=now, report=batch)
         except StepTakenElsewhere:
             continue  # another worker moved some of these first; what is left is retaken
         report.counts.update(batch.counts)
+        _deliver(claimed, now=now, report=report)
 
 
 SEQUENCE_FIELDS = ("id", "group_id", "template_id", "next_position", "round")
@@ -254,8 +300,9 @@ def step_key(sequence_id: int, position: int, round_: int = 1) -> str:
     return f"results:{sequence_id}:{position}" + (f":r{round_}" if round_ > 1 else "")
 
 
-def _take_steps(facts: PracticeFacts, rows: list[tuple], *, now, report) -> None:
-    """rows: SEQUENCE_FIELDS then the patient's PATIENT_FIELDS, per due sequence."""
+def _take_steps(facts: PracticeFacts, rows: list[tuple], *, now, report) -> list[Outgoing]:
+    """rows: SEQUENCE_FIELDS then the patient's PATIENT_FIELDS, per due sequence. Returns
+    the new messages this worker claimed for sending as it recorded them."""
     practice = facts.practice
     split = len(SEQUENCE_FIELDS)
     due = [dict(zip(SEQUENCE_FIELDS, r[:split], strict=True), group__patient_id=r[split]) for r in rows]
@@ -340,14 +387,37 @@ def _take_steps(facts: PracticeFacts, rows: list[tuple], *, now, report) -> None
             if moved != len(ids):
                 raise StepTakenElsewhere  # undo this whole batch: none of it happened
 
+    claimed = _claim_new(practice, messages, now)
     insert_rows(Message, messages, MESSAGE_COLUMNS)
     StaffTask.objects.bulk_create(tasks)
     insert_audit(practice.id, now, events)
+    return claimed
+
+
+def _claim_new(practice: Practice, messages: list[dict], now) -> list[Outgoing]:
+    """Messages decided in this transaction are recorded already claimed (status sending,
+    the lease), as far as the hourly budget goes: what _claim and _checked_before_sending
+    would do a moment later, minus reading back rows whose patient, address and follow-up
+    this transaction has just looked at. The rest wait, queued, for deliver_queued."""
+    for message, id_ in zip(messages, allocate_ids(Message, len(messages)), strict=True):
+        message["id"] = id_
+    practice = _locked(practice)  # last, so the budget's lock is held for the INSERTs only
+    hour, left = _budget(practice, now)
+    claimed = messages[:max(left, 0)]
+    if not claimed:
+        return []
+    lease = now + LEASE
+    for message in claimed:
+        message.update(status=Message.Status.SENDING, not_before=lease, attempts=1)
+    Practice.objects.filter(id=practice.id).update(
+        sends_hour=hour, sends_in_hour=practice.sends_per_hour - left + len(claimed))
+    outgoing = itemgetter(*OUTGOING_FIELDS)
+    return [Outgoing(*outgoing(message)) for message in claimed]
 
 
 # The large writes of a tick go straight to the driver (docs/adr/0006): one queued message
 # and one audit event per step, tens of thousands a pass.
-MESSAGE_COLUMNS = ["practice_id", "patient_id", "kind", "group_id", "sequence_id", "step",
+MESSAGE_COLUMNS = ["id", "practice_id", "patient_id", "kind", "group_id", "sequence_id", "step",
                    "bulk_id", "channel", "to", "subject", "body", "status", "idempotency_key",
                    "attempts", "not_before", "provider", "provider_ref", "error", "created_by",
                    "created_at", "sent_at", "delivered_at"]
@@ -450,46 +520,6 @@ def deliver_queued(*, now, report, practices) -> None:
         if _budget(practice, now)[1] <= 0:
             report.counts["held_by_rate_limit"] += Message.objects.filter(
                 practice=practice, status=Message.Status.QUEUED, not_before__lte=now).count()
-
-
-def _budget(practice, now) -> tuple[dt.datetime, int]:
-    """(this clock hour, sends left in it). Read under the practice row's lock (_claim)."""
-    hour = now.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
-    used = practice.sends_in_hour if practice.sends_hour == hour else 0
-    return hour, practice.sends_per_hour - used
-
-
-@dataclass(slots=True)
-class Outgoing:
-    """A claimed message as the providers and the outcome code see it: only what sending
-    needs, without building a model instance per message."""
-
-    id: int
-    practice_id: int
-    patient_id: int
-    kind: str
-    channel: str
-    to: str
-    subject: str
-    body: str
-    idempotency_key: str
-    attempts: int
-    status: str
-    sequence_id: int | None
-    group_id: int | None
-    step: int | None
-
-
-OUTGOING_FIELDS = [f for f in Outgoing.__slots__]
-
-
-def _locked(practice: Practice) -> Practice:
-    """The practice row, read afresh and locked until the transaction ends (PostgreSQL;
-    SQLite has one writer at a time)."""
-    fresh = Practice.objects.filter(id=practice.id)
-    if connection.vendor == "postgresql":
-        fresh = fresh.select_for_update()
-    return fresh.get()
 
 
 class ClaimedElsewhere(Exception):
