@@ -95,6 +95,18 @@ def test_sync_now_runs_the_configured_source(practice, tmp_path):
     assert practice.nightly_sync_at == dt.time(3, 30)
 
 
+def test_the_configured_sync_reads_the_scheduled_format(au_practice, tmp_path):
+    from tests.test_fhir import bundle, patient, write
+
+    path = write(tmp_path, "list.json", bundle(patient("p1", identifiers=[
+        {"system": "urn:pms", "value": "P1"}], family="Nguyen")))
+    run("practice", "schedule", "--practice", au_practice.slug, "--source", str(path),
+        "--format", "fhir", "--at", "03:30")
+    code, data = run_json("sync", "now", "--practice", au_practice.slug)
+    assert code == 0 and data["created"] == 1
+    assert Patient.objects.get(practice=au_practice).family_name == "Nguyen"
+
+
 def test_a_crash_while_queueing_keeps_the_night_due(practice, tmp_path, monkeypatch):
     from practicesync.patients import tasks
 

@@ -16,7 +16,7 @@ from practicesync.patients.models import Patient
 from practicesync.practices.actions import add_staff
 from practicesync.results.importer import sync_results
 from practicesync.results.models import ResultGroup
-from tests.factories import ACTOR, make_patient, make_practice, write_list
+from tests.factories import ACTOR, log_in, make_patient, make_practice, write_list
 
 EMAIL = "reception@harbour.example"
 OTHER_EMAIL = "reception@other.example"
@@ -306,8 +306,8 @@ def test_a_refused_message_shows_the_reason_and_keeps_the_text(client_in, bp):
 def other_client(db):
     other = make_practice(slug="other", pms="bestpractice")
     client = Client()
-    client.force_login(add_staff(actor=ACTOR, practice=other, email=OTHER_EMAIL,
-                                 role="admin").user)
+    log_in(client, add_staff(actor=ACTOR, practice=other, email=OTHER_EMAIL,
+                             role="admin").user)
     return client
 
 

@@ -10,7 +10,7 @@ from practicesync.connectors.csvfile.results import RESULT_COLUMNS
 from practicesync.practices.actions import add_staff
 from practicesync.results.importer import sync_results
 from practicesync.results.models import Result, ResultGroup, ResultsTemplate
-from tests.factories import ACTOR, make_patient, make_practice, write_list
+from tests.factories import ACTOR, log_in, make_patient, make_practice, write_list
 
 EMAIL = "reception@harbour.example"
 DAY1, DAY2, DAY3 = "2026-11-18", "2026-11-19", "2026-11-20"
@@ -211,7 +211,7 @@ def test_medical_director_discuss_with_a_comment_shows_the_comment(db, tmp_path)
          result("M2", pms_id="P2", action="Discuss", test_name="TSH", **where),
          result("M3", pms_id="P2", performed=DAY2, action="Recall 3 months", **where))
     client = Client()
-    client.force_login(add_staff(actor=ACTOR, practice=md, email=EMAIL, role="admin").user)
+    log_in(client, add_staff(actor=ACTOR, practice=md, email=EMAIL, role="admin").user)
     html = client.get(f"/p/{md.slug}/recalls/summary/").content.decode()
     to_do = body_rows(html, "checklist to-do")
     assert len(to_do) == 2
@@ -302,7 +302,7 @@ def test_another_practices_staff_get_404_and_cannot_tick(synced):
     outsider = add_staff(actor=ACTOR, practice=other, email="gp@elsewhere.example",
                          role="admin").user
     client = Client()
-    client.force_login(outsider)
+    log_in(client, outsider)
     group = group_of("R3")  # this practice's checklist group
     for path in ("results/", "recalls/summary/"):
         assert client.get(f"/p/{synced.slug}/{path}").status_code == 404
@@ -335,6 +335,7 @@ def test_nav_bar_links_the_practice_pages(client_in, synced):
 def test_home_lists_every_practice_of_a_member_of_several(client_in, staff, synced):
     other = make_practice(pms="medicaldirector", slug="banksia")
     add_staff(actor=ACTOR, practice=other, email=EMAIL, role="admin")
+    log_in(client_in, staff)  # an admin now: admins pass two-step login
     html = client_in.get("/").content.decode()
     assert f'href="/p/{synced.slug}/patients/"' in html and 'href="/p/banksia/patients/"' in html
     assert 'href="/p/banksia/results/"' in html and 'href="/p/banksia/recalls/summary/"' in html
@@ -353,7 +354,7 @@ def test_a_bare_best_practice_action_code_reads_as_its_words(client_in, bp, tmp_
 def test_a_practice_whose_pms_sends_no_results_is_told_so(db):
     gb = make_practice(pms="docman10", slug="riverside")
     client = Client()
-    client.force_login(add_staff(actor=ACTOR, practice=gb, email=EMAIL, role="admin").user)
+    log_in(client, add_staff(actor=ACTOR, practice=gb, email=EMAIL, role="admin").user)
     for path in ("results/", "recalls/summary/"):
         html = client.get(f"/p/riverside/{path}").content.decode()
         assert "Docman 10 does not send results to practicesync" in html

@@ -19,6 +19,7 @@ from tests.factories import (
     ACTOR,
     NHS,
     list_row,
+    log_in,
     make_account,
     make_patient,
     make_practice,
@@ -74,7 +75,7 @@ def alpha_client(alpha, a_p1, b_p1, b_account):
     user = add_staff(actor=ACTOR, practice=alpha, email="staff@alpha.example",
                      role="admin").user
     client = Client()
-    client.force_login(user)
+    log_in(client, user)
     return client
 
 

@@ -58,12 +58,14 @@ INSTALLED_APPS = [
     "django_tasks",
     "django_tasks_db",
     "practicesync.practices",
+    "practicesync.accounts",
     "practicesync.patients",
     "practicesync.audit",
     "practicesync.results",
     "practicesync.outreach",
     "practicesync.appointments",
     "practicesync.dashboard",
+    "practicesync.api",
     "practicesync.runtime",
     "practicesync.connectors.hl7v2",
 ]
@@ -76,6 +78,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
+    # Admins must pass two-step login before any page (docs/adr/0014).
+    "practicesync.accounts.middleware.MFARequiredMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -231,3 +235,16 @@ ANYMAIL = {k.removeprefix("ANYMAIL_"): v for k, v in os.environ.items() if k.sta
 
 VAPID_PRIVATE_KEY = os.environ.get("VAPID_PRIVATE_KEY", "")
 VAPID_SUBJECT = os.environ.get("VAPID_SUBJECT", "") or f"mailto:{PRACTICESYNC_EMAIL_FROM}"
+
+# --- Login lockout (django-axes; docs/adr/0014-staff-login-and-mfa.md) ---------------------
+# Five wrong passwords or MFA codes in a row for one email from one address pause that pair
+# for 15 minutes (each attempt while paused restarts the wait); others are not held up.
+AXES_FAILURE_LIMIT = 5
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
+AXES_HTTP_RESPONSE_CODE = 429
+# axes keeps the POST of each failed attempt: mask the MFA code as it masks the password.
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "code"]
+# The name authenticator apps show next to the staff member's email.
+OTP_TOTP_ISSUER = "practicesync"

@@ -125,12 +125,16 @@ def outbox(request, practice):
 
 
 def patient_context(practice, patient, **extra) -> dict:
+    # Imported here: patient_pages builds its views on this module's helpers.
+    from .patient_pages import patient_sections
+
     return {"practice": practice, "patient": patient,
             "reviews": patient.review_items.filter(status="open"),
             "patient_messages": patient.messages.filter(practice=practice)
             .order_by("-created_at", "-id")[:PAGE_SIZE],
             "channels": [(c, CHANNEL_WORDS.get(c, c)) for c in DIRECT_CHANNELS],
-            "form": {"channel": "sms", "subject": "", "body": ""}} | extra
+            "form": {"channel": "sms", "subject": "", "body": ""}} \
+        | patient_sections(practice, patient) | extra
 
 
 @login_required

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import outreach, views
+from . import audit, bulk, outreach, patient_pages, settings_page, sync, templates_pages, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -8,6 +8,12 @@ urlpatterns = [
     # Before the deep link below, whose path converter would take "P1/message/" as a PMS id.
     path("p/<slug:practice>/patients/<path:pms_id>/message/", outreach.patient_message,
          name="patient_message"),
+    path("p/<slug:practice>/patients/<path:pms_id>/video/", patient_pages.patient_video,
+         name="patient_video"),
+    path("p/<slug:practice>/patients/<path:pms_id>/requests/", patient_pages.patient_request_add,
+         name="patient_request_add"),
+    path("p/<slug:practice>/patients/<path:pms_id>/history/", patient_pages.patient_history,
+         name="patient_history"),
     # path, not str: a PMS id may contain "/" and must still get a working link.
     path("p/<slug:practice>/patients/<path:pms_id>", views.patient_by_pms_id, name="patient"),
     path("p/<slug:practice>/results/", views.results, name="results"),
@@ -20,4 +26,44 @@ urlpatterns = [
     path("p/<slug:practice>/tasks/<int:task_id>/done/", outreach.task_done, name="task_done"),
     path("p/<slug:practice>/messages/", outreach.message_list, name="messages"),
     path("p/<slug:practice>/outbox/", outreach.outbox, name="outbox"),
+    # Non-digital requests (a patient phoned) and the practice's settings.
+    path("p/<slug:practice>/requests/", patient_pages.request_list, name="requests"),
+    path("p/<slug:practice>/requests/<int:request_id>/done/", patient_pages.request_done,
+         name="request_done"),
+    # Patient Sync runs, the review queue and the audit log.
+    path("p/<slug:practice>/sync/", sync.sync_runs, name="sync_runs"),
+    path("p/<slug:practice>/sync/now/", sync.sync_now, name="sync_now"),
+    path("p/<slug:practice>/sync/<int:run_id>/", sync.sync_run, name="sync_run"),
+    path("p/<slug:practice>/review/", sync.review_queue, name="review_queue"),
+    path("p/<slug:practice>/review/<int:item_id>/", sync.review_item, name="review_item"),
+    path("p/<slug:practice>/review/<int:item_id>/<slug:how>/", sync.review_resolve,
+         name="review_resolve"),
+    path("p/<slug:practice>/audit/", audit.audit_log, name="audit_log"),
+    path("p/<slug:practice>/audit/csv/", audit.audit_csv, name="audit_csv"),
+    path("p/<slug:practice>/settings/", settings_page.settings_page, name="settings"),
+    path("p/<slug:practice>/settings/<slug:section>/", settings_page.save_settings,
+         name="settings_save"),
+    # Templates; the live text check before the template paths, whose slug would take it.
+    path("p/<slug:practice>/templates/", templates_pages.templates, name="templates"),
+    path("p/<slug:practice>/templates/step-check/", templates_pages.template_step_check,
+         name="template_step_check"),
+    path("p/<slug:practice>/templates/<slug:action_key>/", templates_pages.template,
+         name="template"),
+    path("p/<slug:practice>/templates/<slug:action_key>/steps/",
+         templates_pages.template_step_save, name="template_step_save"),
+    path("p/<slug:practice>/templates/<slug:action_key>/steps/<int:position>/remove/",
+         templates_pages.template_step_remove, name="template_step_remove"),
+    path("p/<slug:practice>/templates/<slug:action_key>/auto-start/",
+         templates_pages.template_auto_start, name="template_auto_start"),
+    # Bulk messages (admins only).
+    path("p/<slug:practice>/bulk/", bulk.bulk_list, name="bulk_list"),
+    path("p/<slug:practice>/bulk/new/", bulk.bulk_new, name="bulk_new"),
+    path("p/<slug:practice>/bulk/templates/", bulk.bulk_template_save, name="bulk_template_save"),
+    path("p/<slug:practice>/bulk/<int:bulk_id>/", bulk.bulk_detail, name="bulk_detail"),
+    path("p/<slug:practice>/bulk/<int:bulk_id>/progress/", bulk.bulk_progress,
+         name="bulk_progress"),
+    path("p/<slug:practice>/bulk/<int:bulk_id>/approve/", bulk.bulk_approve, name="bulk_approve"),
+    path("p/<slug:practice>/bulk/<int:bulk_id>/release/", bulk.bulk_release, name="bulk_release"),
+    path("p/<slug:practice>/bulk/<int:bulk_id>/halt/", bulk.bulk_halt, name="bulk_halt"),
+    path("p/<slug:practice>/bulk/<int:bulk_id>/correct/", bulk.bulk_correct, name="bulk_correct"),
 ]

@@ -137,6 +137,34 @@ def save_step(*, actor: str, template, position: int, channel: str, delay: dt.ti
 
 
 @transaction.atomic
+def remove_step(*, actor: str, template, position: int) -> None:
+    """Remove one step of a Results template; the later steps move up one. Refused while a
+    follow-up is past that step: its sent steps are keyed by position, so renumbering
+    would make it skip a step or take one it has taken already."""
+    steps = list(Step.objects.select_for_update().filter(template=template).order_by("position"))
+    removed = next((s for s in steps if s.position == position), None)
+    if removed is None:
+        raise ValueError(f"{template.name} has no step {position}")
+    if len(steps) == 1:
+        raise ValueError(f"{template.name} needs at least one step")
+    past = Sequence.objects.filter(template=template, state__in=Sequence.LIVE,
+                                   next_position__gt=position).count()
+    if past:
+        raise ValueError(f"{past} running follow-up(s) are past step {position}; remove it once "
+                         f"they have finished")
+    removed.delete()
+    # One row at a time, lowest first: the unique (template, position) holds at every step.
+    for step in (s for s in steps if s.position > position):
+        step.position -= 1
+        step.save(update_fields=["position"])
+    events.record(practice=template.practice, actor=actor, action="template.step_removed",
+                  why=f"{template.name} step {position}",
+                  detail={"template_id": template.id, "position": position,
+                          "channel": removed.channel, "body": removed.body,
+                          "subject": removed.subject})
+
+
+@transaction.atomic
 def mark_task_done(*, actor: str, task: StaffTask, note: str = "") -> StaffTask:
     """Staff did the call, sent the letter, or checked the send."""
     task = StaffTask.objects.select_for_update().select_related("practice", "patient").get(id=task.id)
@@ -154,9 +182,10 @@ POLICY_FIELDS = ("send_days", "send_from", "send_until", "sends_per_hour", "min_
 
 
 @transaction.atomic
-def set_outreach_policy(*, actor: str, practice, **changes):
+def set_outreach_policy(*, actor: str, practice, why: str = "", **changes):
     """The practice's send window, rate limit, age rules, stop-all switch and links
-    (DESIGN.md section 4). The window may never reach into the quiet hours."""
+    (DESIGN.md section 4). The window may never reach into the quiet hours. `why` is staff's
+    reason (the settings page asks for one to stop or resume all sending)."""
     unknown = set(changes) - set(POLICY_FIELDS)
     if unknown:
         raise ValueError(f"not an outreach setting: {', '.join(sorted(unknown))}")
@@ -173,7 +202,7 @@ def set_outreach_policy(*, actor: str, practice, **changes):
         setattr(practice, name, value)
     practice.save(update_fields=list(changes))
     events.record(practice=practice, actor=actor, action="practice.outreach_policy_changed",
-                  why=", ".join(sorted(changes)),
+                  why=why[:200] or ", ".join(sorted(changes)),
                   detail={k: {"old": before[k], "new": str(v)} for k, v in changes.items()})
     return practice
 

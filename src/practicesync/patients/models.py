@@ -1,7 +1,7 @@
 from django.db import models
 from django.db.models import Q
 
-from practicesync.practices.models import Practice
+from practicesync.practices.models import Membership, Practice
 
 # The fields a practice list row carries, in the canonical CSV's order (DESIGN.md section 5).
 IDENTIFIER_FIELDS = ("nhs_number", "medicare_number", "ihi")
@@ -24,6 +24,9 @@ class Patient(models.Model):
         ACTIVE = "active"
         LEFT = "left"
         DECEASED = "deceased"
+        # Linked by staff into another record (the review queue's Link): kept for its
+        # history, never matched, listed or messaged again.
+        MERGED = "merged"
 
     practice = models.ForeignKey(Practice, on_delete=models.PROTECT, related_name="patients")
     # pms_id is set once the patient has been linked to a row of the PMS practice list;
@@ -133,6 +136,13 @@ class ReviewItem(models.Model):
     # Identifies the same finding on a later run, so a nightly re-run does not raise it again.
     key = models.CharField(max_length=300)
     created_at = models.DateTimeField(auto_now_add=True)
+    # How staff settled it (the audit event has the same): linked | not_same | ignored.
+    resolution = models.CharField(max_length=20, blank=True)
+    resolution_note = models.TextField(blank=True)
+    resolved_by = models.CharField(max_length=200, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    # Linking records whose dates of birth differ needs this ticked: "checked with the patient".
+    dob_checked = models.BooleanField(default=False)
 
     class Meta:
         constraints = [
@@ -153,3 +163,32 @@ class NotSamePerson(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["practice", "pms_id", "patient"], name="not_same_once")
         ]
+
+
+class PatientRequest(models.Model):
+    """A non-digital request: the patient phoned or came to the desk, and staff logged what
+    they asked for so that someone at the practice does it (DESIGN.md section 1)."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        DONE = "done"
+
+    practice = models.ForeignKey(Practice, on_delete=models.PROTECT,
+                                 related_name="patient_requests")
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="requests")
+    reason = models.CharField(max_length=200)
+    notes = models.TextField(blank=True)
+    # A membership, not a user: only staff of this practice can be given the work, and a
+    # request whose assignee left the practice stays, unassigned.
+    assigned_to = models.ForeignKey(Membership, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="assigned_requests")
+    due_on = models.DateField(null=True, blank=True)
+    status = models.CharField(max_length=6, choices=Status.choices, default=Status.OPEN)
+    created_by = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    done_by = models.CharField(max_length=200, blank=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["practice", "status"], name="patient_request_status")]

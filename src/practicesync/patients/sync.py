@@ -52,8 +52,10 @@ class SyncReport:
 
 
 def load_records(practice: Practice) -> list[PatientRecord]:
+    # A record merged into another by staff is history: it must never be matched again.
     return [PatientRecord(*values) for values in
-            Patient.objects.filter(practice=practice).order_by("id").values_list(*RECORD_FIELDS)
+            Patient.objects.filter(practice=practice).exclude(status=Patient.Status.MERGED)
+            .order_by("id").values_list(*RECORD_FIELDS)
             .iterator(chunk_size=BATCH)]
 
 

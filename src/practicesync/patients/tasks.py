@@ -4,7 +4,8 @@ import logging
 
 from django.db import transaction
 from django.utils import timezone
-from django_tasks import task
+from django_tasks import TaskResultStatus, task
+from django_tasks_db.models import DBTaskResult
 
 from practicesync.practices.access import SyncNotPermitted
 from practicesync.practices.actions import next_nightly_run
@@ -21,6 +22,21 @@ def nightly_patient_sync(practice_id: int) -> dict:
     return run_configured_sync(Practice.objects.get(id=practice_id), actor=NIGHTLY).as_json()
 
 
+@task()
+def patient_sync_now(practice_id: int, actor: str) -> dict:
+    """"Sync now" from the dashboard: what `practicesync sync now` does, run by the worker."""
+    return run_configured_sync(Practice.objects.get(id=practice_id), actor=actor).as_json()
+
+
+def sync_now_waiting(practice: Practice) -> str | None:
+    """The task id of a "Sync now" of the practice that is queued or running, or None."""
+    task_id = DBTaskResult.objects.filter(
+        task_path=patient_sync_now.module_path, args_kwargs__kwargs__practice_id=practice.id,
+        status__in=[TaskResultStatus.READY, TaskResultStatus.RUNNING]).values_list(
+        "id", flat=True).first()
+    return str(task_id) if task_id else None
+
+
 def run_configured_sync(practice: Practice, *, actor: str) -> SyncReport:
     """Sync from the practice's configured source. No source, or no permission, is a failed
     run that staff can see; nothing else is changed."""
@@ -28,7 +44,8 @@ def run_configured_sync(practice: Practice, *, actor: str) -> SyncReport:
         return record_failed_run(practice=practice, source="", actor=actor, failure=(
             "no practice list source configured (practicesync practice schedule)"))
     try:
-        report = sync_patient_list(practice=practice, source=practice.list_source, actor=actor)
+        report = sync_patient_list(practice=practice, source=practice.list_source, actor=actor,
+                                   fmt=practice.list_format)
     except SyncNotPermitted as e:
         return record_failed_run(practice=practice, source=practice.list_source, actor=actor,
                                  failure=str(e))

@@ -59,6 +59,24 @@ def permit_sync(*, actor: str, practice: Practice, granted_by: str, dpia_ref: st
 
 
 @transaction.atomic
+def revoke_sync(*, actor: str, practice: Practice, reason: str) -> Practice:
+    """Turn Patient Sync off: the permission record is cleared (the audit log keeps it), so
+    every gated command and the nightly run refuse until it is recorded again."""
+    reason = " ".join(reason.split())
+    if not reason:
+        raise ValueError("give the reason for turning Patient Sync off")
+    before = {"granted_by": practice.permission_granted_by, "dpia_ref": practice.dpia_ref,
+              "granted_at": practice.permission_granted_at.isoformat()
+              if practice.permission_granted_at else None}
+    practice.permission_granted_by, practice.dpia_ref = "", ""
+    practice.permission_granted_at = None
+    practice.save(update_fields=["permission_granted_by", "dpia_ref", "permission_granted_at"])
+    events.record(practice=practice, actor=actor, action="practice.sync_revoked",
+                  why=reason[:200], detail={"before": before, "reason": reason})
+    return practice
+
+
+@transaction.atomic
 def schedule_nightly_sync(*, actor: str, practice: Practice, source: str, fmt: str = "csv",
                           at: dt.time | None = None, now: dt.datetime | None = None) -> Practice:
     practice.list_source = source

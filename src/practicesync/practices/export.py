@@ -1,7 +1,7 @@
 """The practice export (`practicesync.export/1`, DESIGN.md section 5). Keys never renamed."""
 
 from practicesync.outreach.models import Message, Sequence, StaffTask
-from practicesync.patients.models import Patient, ReviewItem, SyncRun
+from practicesync.patients.models import Patient, PatientRequest, ReviewItem, SyncRun
 from practicesync.results.models import Result, ResultGroup
 
 from .models import Practice
@@ -68,6 +68,15 @@ def build_export(practice: Practice):
          "checklist_done_at": _iso(g.checklist_done_at)}
         for g in ResultGroup.objects.filter(practice=practice).select_related("patient", "template")
         .order_by("id"))
+    yield "patient_requests", (
+        {"id": r["id"], "pms_id": r["patient__pms_id"], "reason": r["reason"],
+         "notes": r["notes"] or None, "assigned_to": r["assigned_to__user__email"],
+         "due_on": _iso(r["due_on"]), "status": r["status"], "created_by": r["created_by"],
+         "created_at": _iso(r["created_at"]), "done_by": r["done_by"] or None,
+         "done_at": _iso(r["done_at"])}
+        for r in PatientRequest.objects.filter(practice=practice).order_by("id").values(
+            "id", "patient__pms_id", "reason", "notes", "assigned_to__user__email", "due_on",
+            "status", "created_by", "created_at", "done_by", "done_at").iterator(chunk_size=2000))
     yield "messages", (
         {"id": m["id"], "pms_id": m["patient__pms_id"], "group_id": m["group_id"],
          "step": m["step"], "channel": m["channel"], "to": m["to"], "body": m["body"],

@@ -33,6 +33,8 @@ class Command(BaseCommand):
         schedule.add_argument("--practice", required=True)
         schedule.add_argument("--source", required=True, help="path or URL of the list")
         schedule.add_argument("--at", help="practice-local time HH:MM (default 02:00)")
+        schedule.add_argument("--format", dest="fmt", choices=["csv", "hl7", "fhir"],
+                              default="csv", help="how the list is read (as patients sync)")
         schedule.add_argument("--json", action="store_true")
 
         hl7 = sub.add_parser("hl7", help="HL7 v2 / FHIR feed settings: when `mllp` answers, "
@@ -77,13 +79,13 @@ class Command(BaseCommand):
         return actions.permit_sync(actor=cli_actor(), practice=practice_arg(practice),
                                    granted_by=granted_by.strip(), dpia_ref=dpia_ref.strip())
 
-    def schedule(self, *, practice, source, at, **_):
+    def schedule(self, *, practice, source, at, fmt, **_):
         try:
             at_time = dt.time.fromisoformat(at) if at else None
         except ValueError as e:
             raise usage_error(f"--at {at!r} is not a time (HH:MM)") from e
         return actions.schedule_nightly_sync(actor=cli_actor(), practice=practice_arg(practice),
-                                             source=source, at=at_time)
+                                             source=source, fmt=fmt, at=at_time)
 
     def hl7(self, *, practice, ack_mode, pms_id_system, **_):
         if ack_mode is None and pms_id_system is None:

@@ -43,6 +43,11 @@ class Command(BaseCommand):
         for note in outreach_notes(timezone.now()):
             self.stdout.write(note)
         self.stdout.write(f"Log in at http://127.0.0.1:{port}/ as {DEMO_STAFF} / {password}")
+        self.stdout.write(
+            "  That login is an admin of all three practices (Switch practice, in the page "
+            "header). Admins must use two-step login: the first login asks you to set it up "
+            "with an authenticator app on your phone (the page shows a QR code and the key to "
+            "type in).")
         if no_serve:
             return
         call_command("collectstatic", interactive=False, verbosity=0)
