@@ -131,11 +131,11 @@ def test_pagination(client_in, practice):
     assert len(rows(first)) == 50
     assert "FAM000" in first and "FAM049" in first and "FAM050" not in first
     assert "Page 1 of 3" in first
-    assert "?q=&digital=&page=2" in first and "Previous" not in first
+    assert 'href="?page=2"' in first and "Previous" not in first
 
     last = client_in.get(url, {"page": 3}).content.decode()
     assert len(rows(last)) == 20 and "FAM100" in last and "FAM119" in last
-    assert "Page 3 of 3" in last and "?q=&digital=&page=2" in last and ">Next<" not in last
+    assert "Page 3 of 3" in last and 'href="?page=2"' in last and ">Next<" not in last
 
     # Out-of-range and junk page numbers fall back rather than erroring.
     assert "Page 3 of 3" in client_in.get(url, {"page": 99}).content.decode()
@@ -144,7 +144,7 @@ def test_pagination(client_in, practice):
     # Links keep the filter: 60 digital patients make two pages.
     digital = client_in.get(url, {"digital": "yes", "q": "Fam"}).content.decode()
     assert "Page 1 of 2" in digital
-    assert "?q=Fam&digital=yes&page=2" in digital
+    assert "?digital=yes&amp;q=Fam&amp;page=2" in digital
     page2 = client_in.get(url, {"digital": "yes", "q": "Fam", "page": 2}).content.decode()
     assert len(rows(page2)) == 10
     assert all('class="tick digital"' in r for r in rows(page2))

@@ -7,7 +7,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from practicesync.outreach.recipients import Policy, Recipient, plan_direct, plan_step
-from practicesync.outreach.sequences import TRANSITIONS, Event, booking_event, sequence_change, transition
+from practicesync.outreach.sequences import (
+    TRANSITIONS,
+    Event,
+    booking_event,
+    ending_problem,
+    sequence_change,
+    transition,
+)
 from practicesync.outreach.window import BadWindow, check_window, in_window, next_send_time
 from practicesync.outreach.wording import render, sms_length, text_problems
 
@@ -223,3 +230,15 @@ def test_render_fills_placeholders_and_says_what_to_do_without_a_booking_link():
     text = render("Hi {first_name}, {practice_name}: {booking_link}", first_name="Ann",
                   practice_name="Harbour", booking_link="")
     assert text == "Hi Ann, Harbour: call the practice"
+
+
+@pytest.mark.parametrize("channels, ok", [
+    (["sms", "sms", "email", "call"], True),
+    (["sms", "letter"], True),
+    (["call"], True),
+    (["sms", "call", "email"], False),  # a message after the call: the follow-up ends unseen
+    (["sms"], False),
+    ([], False),
+])
+def test_a_results_template_ends_with_a_staff_step(channels, ok):
+    assert (ending_problem(channels) is None) == ok

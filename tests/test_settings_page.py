@@ -75,7 +75,7 @@ def test_an_admin_gets_every_section_and_the_nav_link(admin, practice):
                    "Save send window", "Save age rules", "Stop all sending", "Save links",
                    "Save feed settings"):
         assert f">{button}</button>" in html
-    assert 'value="/srv/pms/list.csv"' in html
+    assert "<code>/srv/pms/list.csv</code> (csv)" in html and "schedule-source" not in html
     assert f'href="{page_url(practice)}" aria-current="page">Settings</a>' in html
     assert "Quiet hours 20:00–08:00 can never be opened" in html
 
@@ -156,17 +156,20 @@ def test_recording_the_permission_shows_who_recorded_it(admin, practice):
 # --- nightly sync --------------------------------------------------------------------------
 
 def test_schedule_saves_and_shows_the_next_run_in_practice_time(au_practice):
+    schedule_nightly_sync(actor=ACTOR, practice=au_practice, source="https://fhir.example.org/r4",
+                          fmt="fhir")
     client = log_in(Client(), add_staff(actor=ACTOR, practice=au_practice, email=ADMIN,
                                         role="admin").user)
-    response = save(client, au_practice, "schedule", at="03:30", fmt="fhir",
-                    source="https://fhir.example.org/r4")
+    # The source is the operator's (H-044): a source posted from the web is ignored.
+    response = save(client, au_practice, "schedule", at="03:30", fmt="csv",
+                    source="/srv/other-practice/list.csv")
     assert response.status_code == 302
     practice = fresh(au_practice)
     assert (practice.nightly_sync_at, practice.list_format, practice.list_source) == (
         dt.time(3, 30), "fhir", "https://fhir.example.org/r4")
     local = practice.next_sync_due.astimezone(practice.tz)
     assert (local.hour, local.minute) == (3, 30)
-    event, = events("practice.sync_scheduled")
+    event = events("practice.sync_scheduled")[-1]
     assert event.actor == ADMIN and event.detail["format"] == "fhir"
     html = client.get(page_url(practice)).content.decode()
     assert f"Next run: {local:%a %d/%m/%Y} 03:30 practice time (Australia/Sydney)." in html
@@ -175,8 +178,7 @@ def test_schedule_saves_and_shows_the_next_run_in_practice_time(au_practice):
     html = response.content.decode()
     assert response.status_code == 400
     assert error_of(html, "id_schedule-at") == "Enter a valid time."
-    assert "Select a valid choice" in error_of(html, "id_schedule-fmt")
-    assert len(events("practice.sync_scheduled")) == 1
+    assert len(events("practice.sync_scheduled")) == 2
 
 
 # --- send window, ages, stop-all -----------------------------------------------------------
@@ -250,11 +252,15 @@ def test_stop_all_needs_a_reason_and_a_confirmation(admin, practice):
     html = admin.get(page_url(practice)).content.decode()
     assert "All sending is stopped" in html and f"Stopped by {ADMIN}" in html
     assert ">Resume sending</button>" in html and ">Stop all sending</button>" not in html
+    # Every page of the practice says so, not just Settings.
+    patients = admin.get(f"/p/{practice.slug}/patients/").content.decode()
+    assert 'class="stop-all" role="alert"' in patients
 
     assert save(admin, practice, "resume", reason="").status_code == 400
     assert save(admin, practice, "resume", reason="Text fixed").status_code == 302
     assert not fresh(practice).stop_all
     assert events("practice.outreach_policy_changed")[-1].why == "Text fixed"
+    assert "stop-all" not in admin.get(f"/p/{practice.slug}/patients/").content.decode()
 
 
 # --- providers and links -------------------------------------------------------------------

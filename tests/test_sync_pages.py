@@ -169,6 +169,19 @@ def test_linking_makes_the_list_patient_the_account_and_is_recorded(practice, ad
     assert (again.summary["updated"], again.summary["needs_review"]) == (0, 0)
 
 
+def test_reception_may_not_link_records(practice, reception, twins):
+    """Joining two records decides whose results a person gets: admins and clinicians only."""
+    item, listed, one, two, path = twins
+    page = reception.get(url("review_item", practice, item_id=item.id)).content.decode()
+    assert "Link records" not in page and "Keep as separate patients" in page
+    response = reception.post(url("review_resolve", practice, item_id=item.id, how="linked"),
+                              {"pair": f"{listed.id}:{one.id}"})
+    assert response.status_code == 403
+    item.refresh_from_db()
+    listed.refresh_from_db()
+    assert item.status == "open" and listed.account_id is None
+
+
 def test_keeping_them_separate_records_not_the_same_person(practice, reception, twins):
     item, listed, one, two, _ = twins
     response = reception.post(url("review_resolve", practice, item_id=item.id, how="not_same"),

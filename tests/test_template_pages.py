@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from practicesync.audit.models import AuditEvent
 from practicesync.connectors.csvfile.results import RESULT_COLUMNS
-from practicesync.outreach.models import Sequence, Step
+from practicesync.outreach.models import Sequence
 from practicesync.practices.actions import add_staff
 from practicesync.results.importer import sync_results
 from practicesync.results.models import ResultsTemplate
@@ -19,6 +19,7 @@ from tests.factories import ACTOR, log_in, make_patient, make_practice, write_li
 from tests.test_outreach_pages import result, row_of, text
 
 RECEPTION = "reception@harbour.example"
+CLINICIAN = "gp@harbour.example"
 ADMIN = "admin@harbour.example"
 KEY = "non_urgent_appointment"
 
@@ -42,6 +43,11 @@ def client_as(practice, email, role):
 @pytest.fixture
 def reception(harbour):
     return client_as(harbour, RECEPTION, "reception")
+
+
+@pytest.fixture
+def clinician(harbour):
+    return client_as(harbour, CLINICIAN, "clinician")
 
 
 @pytest.fixture
@@ -81,8 +87,8 @@ def test_templates_page_lists_one_template_per_automatic_action(reception, harbo
     assert 'href="/p/harbour/templates/" aria-current="page">Templates</a>' in html
 
 
-def test_a_template_page_shows_its_ordered_steps_and_the_placeholders(reception, harbour):
-    html = reception.get(url("template", harbour, action_key=KEY)).content.decode()
+def test_a_template_page_shows_its_ordered_steps_and_the_placeholders(clinician, harbour):
+    html = clinician.get(url("template", harbour, action_key=KEY)).content.decode()
     rows = [r for r in re.findall(r"<tr[^>]*>.*?</tr>", html, re.S) if "data-step" in r]
     starts = ["1 At Start SMS Always Hello {first_name}, this is {practice_name}.",
               "2 3 days after step 1 SMS Only if not booked Hello {first_name}, a reminder",
@@ -103,7 +109,7 @@ def test_a_template_page_shows_its_ordered_steps_and_the_placeholders(reception,
     assert 'hx-target="#step-check"' in textarea and '<label>Text' in html
     # Editing step 1 fills the form and previews it for Alex, never a real patient.
     make_patient(harbour, pms_id="P1", given_name="Ann")
-    html = reception.get(url("template", harbour, action_key=KEY) + "?step=1").content.decode()
+    html = clinician.get(url("template", harbour, action_key=KEY) + "?step=1").content.decode()
     assert "Edit step 1" in html and 'name="position" value="1"' in html
     assert "Hello Alex, this is harbour. Your doctor would like you" in html
     assert "https://book.example.org/harbour" in html and "Ann" not in html
@@ -115,8 +121,8 @@ def test_another_practices_template_key_is_404(reception, harbour):
 
 # --- editing steps -------------------------------------------------------------------------
 
-def test_editing_a_step_saves_it_and_is_audited(reception, harbour, template):
-    response = post_step(reception, harbour,
+def test_editing_a_step_saves_it_and_is_audited(clinician, harbour, template):
+    response = post_step(clinician, harbour,
                          body="Hi {first_name}, {practice_name} would like you to book: "
                               "{booking_link}")
     assert response.status_code == 302
@@ -127,23 +133,27 @@ def test_editing_a_step_saves_it_and_is_audited(reception, harbour, template):
     assert step.body.startswith("Hi {first_name}, {practice_name} would like")
     event = step_events().get()
     assert (event.action, event.actor, event.detail["position"]) == (
-        "template.step_changed", RECEPTION, 2)
-    html = reception.get(response["Location"]).content.decode()
+        "template.step_changed", CLINICIAN, 2)
+    html = clinician.get(response["Location"]).content.decode()
     assert "Step 2 saved." in html and "2 days after step 1" in html
 
-    # A new step at the end; "only if not booked" off, an email keeps its subject.
-    post_step(reception, harbour, position="5", channel="email", delay_days="0.5",
+    # "Only if not booked" off, and an email keeps its subject.
+    post_step(clinician, harbour, position="3", channel="email", delay_days="0.5",
               subject="From {practice_name}", body="Dear {first_name}, please call us.",
               not_booked="")
-    added = template.steps.get(position=5)
-    assert (added.channel, added.delay, added.condition, added.subject) == (
+    changed = template.steps.get(position=3)
+    assert (changed.channel, changed.delay, changed.condition, changed.subject) == (
         "email", dt.timedelta(hours=12), "", "From {practice_name}")
-    assert step_events().filter(action="template.step_added", actor=RECEPTION).count() == 1
+    # A new step at the end: after the call, a letter (the last step stays a staff step).
+    post_step(clinician, harbour, position="5", channel="letter", delay_days="7",
+              body="Remind by post.")
+    assert template.steps.get(position=5).channel == "letter"
+    assert step_events().filter(action="template.step_added", actor=CLINICIAN).count() == 1
 
 
-def test_text_with_result_details_is_refused_next_to_the_field(reception, harbour, template):
+def test_text_with_result_details_is_refused_next_to_the_field(clinician, harbour, template):
     before = steps_of(template)
-    response = post_step(reception, harbour, body="Your HbA1c is 7.2")
+    response = post_step(clinician, harbour, body="Your HbA1c is 7.2")
     assert response.status_code == 400
     html = response.content.decode()
     error = re.search(r'<p class="error" role="alert" id="err-body">([^<]*)</p>', html).group(1)
@@ -155,43 +165,65 @@ def test_text_with_result_details_is_refused_next_to_the_field(reception, harbou
 
     for fields, field in [({"delay_days": "soon"}, "delay_days"), ({"delay_days": "-1"}, "delay_days"),
                           ({"channel": "fax"}, "channel"), ({"position": "9"}, "position")]:
-        response = post_step(reception, harbour, **fields)
+        response = post_step(clinician, harbour, **fields)
         assert response.status_code == 400, fields
         assert f'id="err-{field}"' in response.content.decode(), fields
     assert steps_of(template) == before and not step_events().exists()
-    assert reception.get(url("template_step_save", harbour, action_key=KEY)).status_code == 405
+    assert clinician.get(url("template_step_save", harbour, action_key=KEY)).status_code == 405
 
 
-def test_removing_a_step_moves_the_later_ones_up(reception, harbour, template):
+def test_removing_a_step_moves_the_later_ones_up(clinician, harbour, template):
     before = steps_of(template)
-    response = reception.post(url("template_step_remove", harbour, action_key=KEY, position=2))
+    response = clinician.post(url("template_step_remove", harbour, action_key=KEY, position=2))
     assert response.status_code == 302
     assert [s[:2] for s in steps_of(template)] == [(1, "sms"), (2, "email"), (3, "call")]
     assert steps_of(template)[1][1:] == before[2][1:]
     event = step_events().get()
     assert (event.action, event.actor, event.detail["position"]) == (
-        "template.step_removed", RECEPTION, 2)
-    assert "Step 2 removed" in reception.get(response["Location"]).content.decode()
-    assert reception.get(url("template_step_remove", harbour, action_key=KEY,
+        "template.step_removed", CLINICIAN, 2)
+    assert "Step 2 removed" in clinician.get(response["Location"]).content.decode()
+    assert clinician.get(url("template_step_remove", harbour, action_key=KEY,
                              position=1)).status_code == 405
 
 
-def test_a_step_a_running_follow_up_is_past_is_not_removed(reception, harbour, template,
+def test_a_step_a_running_follow_up_is_past_is_not_removed(clinician, harbour, template,
                                                            tmp_path):
     make_patient(harbour, pms_id="P1", mobile_phone="+61412345678")
     sync_results(practice=harbour, actor=ACTOR,
                  source=str(write_list(tmp_path / "r.csv", [result("R1")], RESULT_COLUMNS)))
     Sequence.objects.filter(template=template).update(state="active", next_position=3)
     before = steps_of(template)
-    html = reception.post(url("template_step_remove", harbour, action_key=KEY, position=2),
+    html = clinician.post(url("template_step_remove", harbour, action_key=KEY, position=2),
                           follow=True).content.decode()
     assert "Not removed: 1 running follow-up(s) are past step 2" in html
     assert steps_of(template) == before and not step_events().exists()
-    # The last step left is never removed either.
-    Step.objects.filter(template=template, position__gt=1).delete()
-    html = reception.post(url("template_step_remove", harbour, action_key=KEY, position=1),
+
+
+def test_the_last_step_stays_a_staff_step(clinician, harbour, template):
+    """A patient who answers no message reaches a person: the closing call is never removed
+    or turned into a message (hazard H-039)."""
+    before = steps_of(template)
+    assert before[-1][:2] == (4, "call")
+    html = clinician.post(url("template_step_remove", harbour, action_key=KEY, position=4),
                           follow=True).content.decode()
-    assert "needs at least one step" in html and template.steps.count() == 1
+    assert "Not removed: the last step must be a staff call or letter" in html
+    response = post_step(clinician, harbour, position="4", channel="sms", body="Please book.")
+    assert response.status_code == 400 and "the last step must be a staff call" in \
+        response.content.decode()
+    assert steps_of(template) == before and not step_events().exists()
+    assert post_step(clinician, harbour, position="4", channel="letter",
+                     body="Please book.").status_code == 302
+
+
+def test_reception_may_read_templates_but_not_change_them(reception, harbour, template):
+    html = reception.get(url("template", harbour, action_key=KEY)).content.decode()
+    assert "Save step" not in html and "Remove step" not in html
+    assert "changed by the practice's clinicians and admins" in html
+    before = steps_of(template)
+    assert post_step(reception, harbour, position="1", body="Hello").status_code == 403
+    assert reception.post(url("template_step_remove", harbour, action_key=KEY,
+                              position=2)).status_code == 403
+    assert steps_of(template) == before and not step_events().exists()
 
 
 # --- the live check ------------------------------------------------------------------------

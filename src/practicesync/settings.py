@@ -5,6 +5,7 @@ DATABASE_URL       any dj-database-url URL; default SQLite (WAL) in PRACTICESYNC
 SECRET_KEY         default: generated once and kept in PRACTICESYNC_HOME/secret_key
 DEBUG              "1"/"true" to turn on; off otherwise
 ALLOWED_HOSTS      comma-separated; default 127.0.0.1,localhost
+PRACTICESYNC_HTTPS "1" behind HTTPS: secure cookies, HSTS (PRACTICESYNC_HTTPS_REDIRECT too)
 """
 
 import os
@@ -167,6 +168,18 @@ PRACTICESYNC_BULK_SYNC_MAX_AGE = timedelta(hours=float(os.environ.get(
 # batch goes out until staff release the rest (DESIGN.md section 2, bulk-send rails).
 PRACTICESYNC_BULK_APPROVAL_OVER = int(os.environ.get("PRACTICESYNC_BULK_APPROVAL_OVER", "50"))
 PRACTICESYNC_BULK_FIRST_BATCH = int(os.environ.get("PRACTICESYNC_BULK_FIRST_BATCH", "10"))
+
+# Practice PCs are shared: a session ends after two idle hours (each request renews it).
+SESSION_COOKIE_AGE = 2 * 60 * 60
+SESSION_SAVE_EVERY_REQUEST = True
+# Behind HTTPS (any real deployment), cookies go over HTTPS only and browsers are told to
+# use nothing else. Off by default so `make demo` works on http://127.0.0.1.
+if _flag("PRACTICESYNC_HTTPS"):
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = 365 * 24 * 60 * 60
+    SECURE_SSL_REDIRECT = _flag("PRACTICESYNC_HTTPS_REDIRECT")
+    # The TLS-terminating proxy says the request came over HTTPS.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"

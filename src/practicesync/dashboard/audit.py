@@ -9,10 +9,9 @@ from urllib.parse import urlencode
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Q
-from django.http import StreamingHttpResponse
+from django.http import HttpResponseNotAllowed, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
-from django.views.decorators.http import require_safe
 
 from practicesync.audit.models import AuditEvent
 from practicesync.practices.access import access_practice
@@ -88,10 +87,16 @@ def filtered_events(practice, params) -> tuple:
     return events.order_by("-at", "-id"), form, errors
 
 
-@require_safe
+def _read_only(request):
+    # After the membership check, so that a non-member gets 404 whatever the method.
+    return None if request.method in ("GET", "HEAD") else HttpResponseNotAllowed(["GET", "HEAD"])
+
+
 @login_required
 def audit_log(request, practice):
     practice, membership = access_practice(request.user, practice, roles=AUDIT_ROLES)
+    if (refused := _read_only(request)) is not None:
+        return refused
     events, form, errors = filtered_events(practice, request.GET)
     page = Paginator(events.select_related("patient"), PAGE_SIZE).get_page(
         request.GET.get("page"))
@@ -107,11 +112,12 @@ class _Echo:
         return value
 
 
-@require_safe
 @login_required
 def audit_csv(request, practice):
     """The filtered log as CSV, every matching event (not one page), for admins."""
     practice, _ = access_practice(request.user, practice, roles=EXPORT_ROLES)
+    if (refused := _read_only(request)) is not None:
+        return refused
     events, _, _ = filtered_events(practice, request.GET)
     writer = csv.writer(_Echo())
 

@@ -33,8 +33,6 @@ from .outreach import _post_only, actor_of
 
 WEEKDAYS = [("1", "Mon"), ("2", "Tue"), ("3", "Wed"), ("4", "Thu"), ("5", "Fri"), ("6", "Sat"),
             ("7", "Sun")]
-LIST_FORMATS = [("csv", "CSV (canonical or the PMS's own export)"), ("hl7", "HL7 v2 files"),
-                ("fhir", "FHIR R4 (files or a server URL)")]
 TIME = forms.TimeInput(attrs={"type": "time"}, format="%H:%M")
 
 
@@ -54,11 +52,11 @@ class RevokeForm(forms.Form):
 
 
 class ScheduleForm(forms.Form):
+    """Only the time: where the list comes from (a server path or URL, read with the server's
+    own access) is the operator's to set, with `practicesync practice schedule`; from a web
+    form it could read another practice's list or an internal address (hazard H-044)."""
+
     at = forms.TimeField(label="Nightly run at (practice time)", widget=TIME)
-    fmt = forms.ChoiceField(label="List format", choices=LIST_FORMATS)
-    source = forms.CharField(label="List source (a path on the server or a URL)",
-                             max_length=1000, required=False,
-                             help_text="Empty: no nightly run.")
 
 
 class WindowForm(forms.Form):
@@ -127,8 +125,8 @@ def _apply(section: str, *, actor: str, practice, data: dict, why: str) -> None:
         case "revoke":
             revoke_sync(actor=actor, practice=practice, reason=why)
         case "schedule":
-            schedule_nightly_sync(actor=actor, practice=practice, source=data["source"].strip(),
-                                  fmt=data["fmt"], at=data["at"])
+            schedule_nightly_sync(actor=actor, practice=practice, source=practice.list_source,
+                                  fmt=practice.list_format, at=data["at"])
         case "window":
             set_outreach_policy(actor=actor, practice=practice,
                                 send_days="".join(sorted(data["send_days"])),
@@ -186,8 +184,7 @@ def _initial(practice) -> dict:
     return {
         "permission": {"granted_by": practice.permission_granted_by,
                        "dpia_ref": practice.dpia_ref},
-        "schedule": {"at": practice.nightly_sync_at, "fmt": practice.list_format,
-                     "source": practice.list_source},
+        "schedule": {"at": practice.nightly_sync_at},
         "window": {"send_days": list(practice.send_days), "send_from": practice.send_from,
                    "send_until": practice.send_until, "sends_per_hour": practice.sends_per_hour},
         "ages": {"min_age_sms": practice.min_age_sms, "teen_until": practice.teen_until},
@@ -217,9 +214,6 @@ def _page(request, practice, membership, *, bound=None, status=200):
             for field in form.fields.values():
                 field.disabled = True
         forms_by_section[section] = form
-    if not can_change:
-        # The source may name a server path or a URL with a key in it: admins only.
-        del forms_by_section["schedule"].fields["source"]
     last = {section: _last(practice, actions) for section, actions in SECTION_EVENTS.items()}
     policy = "practice.outreach_policy_changed"
     last["stop_all"] = _last(practice, [policy], detail__has_key="stop_all")

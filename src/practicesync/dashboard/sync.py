@@ -7,12 +7,12 @@ object with `practice=practice`. Changes go through patients/actions.py only.
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import F
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
-from django.views.decorators.http import require_POST
 
 from practicesync.audit.models import AuditEvent
 from practicesync.patients import actions
@@ -23,7 +23,7 @@ from practicesync.practices.access import SyncNotPermitted, access_practice
 from practicesync.practices.models import Membership
 
 from .audit import detail_lines
-from .outreach import actor_of
+from .outreach import _post_only, actor_of
 
 PAGE_SIZE = 50
 ERRORS_PAGE_SIZE = 100
@@ -37,6 +37,7 @@ COUNTER_WORDS = {"created": "Created", "updated": "Updated", "unchanged": "Uncha
 LIST_COUNTERS = ("created", "updated", "unchanged", "non_digital_created", "needs_review",
                  "left_practice", "deceased")
 SYNC_NOW_ROLES = (Membership.Role.ADMIN, Membership.Role.RECEPTION)
+LINKERS = (Membership.Role.ADMIN, Membership.Role.CLINICIAN)
 KIND_WORDS = {"patients": "Practice list", "patients_partial": "Patient feed (partial)"}
 REVIEW_KIND_WORDS = {
     "ambiguous_match": "Ambiguous match", "possible_match": "Possible match",
@@ -98,11 +99,12 @@ def sync_run(request, practice, run_id):
                     ReviewItem.objects.filter(practice=practice, sync_run=run).order_by("id")]})
 
 
-@require_POST
 @login_required
 def sync_now(request, practice):
     """Queue what `practicesync sync now` does; the worker runs it as this staff member."""
     practice, _ = access_practice(request.user, practice, roles=SYNC_NOW_ROLES)
+    if (refused := _post_only(request)) is not None:
+        return refused
     try:
         _, queued = actions.queue_sync_now(actor=actor_of(request.user), practice=practice)
     except SyncNotPermitted:
@@ -169,9 +171,9 @@ def _side_by_side(patients: list[Patient]) -> list[dict]:
     return rows
 
 
-def _item_context(practice, item: ReviewItem, **extra) -> dict:
+def _item_context(practice, membership, item: ReviewItem, **extra) -> dict:
     patients = list(item.patients.filter(practice=practice).order_by("id"))
-    pairs = actions.link_pairs(item, patients)
+    pairs = actions.link_pairs(item, patients) if membership.role in LINKERS else []
     return {"practice": practice, "item": item, "patients": patients,
             "rows": _side_by_side(patients),
             "pairs": [{"value": f"{lp.id}:{ap.id}", "list": lp, "account": ap,
@@ -185,10 +187,10 @@ def _item_context(practice, item: ReviewItem, **extra) -> dict:
 
 @login_required
 def review_item(request, practice, item_id):
-    practice, _ = access_practice(request.user, practice)
+    practice, membership = access_practice(request.user, practice)
     item = get_object_or_404(ReviewItem.objects.select_related("sync_run"), practice=practice,
                              id=item_id)
-    return render(request, "dashboard/review_item.html", _item_context(practice, item))
+    return render(request, "dashboard/review_item.html", _item_context(practice, membership, item))
 
 
 def _pair(value: str) -> tuple[int, int] | None:
@@ -196,15 +198,19 @@ def _pair(value: str) -> tuple[int, int] | None:
     return (int(list_id), int(account_id)) if list_id.isdigit() and account_id.isdigit() else None
 
 
-@require_POST
 @login_required
 def review_resolve(request, practice, item_id, how):
     """Link, keep separate or ignore; a refusal is shown on the item's page, never in a
     cookie (it is about patients)."""
-    practice, _ = access_practice(request.user, practice)
+    practice, membership = access_practice(request.user, practice)
+    if (refused := _post_only(request)) is not None:
+        return refused
     item = get_object_or_404(ReviewItem, practice=practice, id=item_id)
     if how not in RESOLUTION_WORDS:
         raise Http404("No such resolution")
+    if how == actions.LINKED_BY_STAFF and membership.role not in LINKERS:
+        # Joining two records decides whose results and messages a person gets (H-038).
+        raise PermissionDenied("Linking records needs the admin or clinician role")
     form = {k: request.POST.get(k, "") for k in ("pair", "note", "reason", "dob_checked")}
     note = form["note"][:NOTE_LENGTH]
     actor = actor_of(request.user)
@@ -227,6 +233,6 @@ def review_resolve(request, practice, item_id, how):
     except actions.ReviewRefused as e:
         item.refresh_from_db()
         return render(request, "dashboard/review_item.html", _item_context(
-            practice, item, form=form, error=str(e), error_for=how), status=400)
+            practice, membership, item, form=form, error=str(e), error_for=how), status=400)
     messages.success(request, done)
     return redirect("review_queue", practice=practice.slug)

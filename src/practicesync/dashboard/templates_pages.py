@@ -28,6 +28,8 @@ from .outreach import _post_only, actor_of
 # real patient's name.
 PREVIEW_NAME = "Alex"
 MAX_DELAY_DAYS = 365
+# Wording that reaches patients is for the clinical side and the practice admin to change.
+TEMPLATE_EDITORS = (Membership.Role.ADMIN, Membership.Role.CLINICIAN)
 
 
 def text_check(practice, channel: str, body: str, subject: str = "") -> dict:
@@ -79,6 +81,7 @@ def _page(request, practice, membership, template, *, form=None, errors=None, st
         "practice": practice, "template": template, "steps": steps, "form": form,
         "errors": errors or {}, "editing": form["position"] <= len(steps),
         "is_admin": membership.role == Membership.Role.ADMIN,
+        "can_edit": membership.role in TEMPLATE_EDITORS,
         "channels": Channel.choices, "placeholders": PLACEHOLDERS,
         "check": text_check(practice, form["channel"], form["body"], form["subject"]),
         "max_delay_days": MAX_DELAY_DAYS}, status=status)
@@ -129,7 +132,7 @@ def _parse(post, steps: int) -> tuple[dict, dict, dt.timedelta | None]:
 @login_required
 def template_step_save(request, practice, action_key):
     """Save the step form: replace step N, or add one at the end."""
-    practice, membership = access_practice(request.user, practice)
+    practice, membership = access_practice(request.user, practice, roles=TEMPLATE_EDITORS)
     if (refused := _post_only(request)) is not None:
         return refused
     found = _template(practice, action_key)
@@ -154,7 +157,7 @@ def template_step_save(request, practice, action_key):
 
 @login_required
 def template_step_remove(request, practice, action_key, position):
-    practice, _ = access_practice(request.user, practice)
+    practice, _ = access_practice(request.user, practice, roles=TEMPLATE_EDITORS)
     if (refused := _post_only(request)) is not None:
         return refused
     found = _template(practice, action_key)

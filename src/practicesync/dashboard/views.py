@@ -4,7 +4,6 @@ from django.core.paginator import Paginator
 from django.db.models import Exists, F, OuterRef, Prefetch, Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
 
 from practicesync.connectors.profiles import get_profile
 from practicesync.patients.models import Patient, ReviewItem
@@ -13,7 +12,7 @@ from practicesync.practices.models import Membership
 from practicesync.results.actions import NotOnChecklist, mark_checklist_done
 from practicesync.results.models import Result, ResultGroup
 
-from .outreach import patient_context
+from .outreach import _post_only, patient_context
 from .results import DISPOSITION_WORDS, GroupRow
 
 PAGE_SIZE = 50
@@ -124,11 +123,12 @@ def recalls_summary(request, practice):
         "carries_results": get_profile(practice.pms).carries_results})
 
 
-@require_POST
 @login_required
 def mark_done(request, practice, group_id):
     """Recalls > Summary "Mark done": who and when are kept, and audited."""
     practice, _ = access_practice(request.user, practice)
+    if (refused := _post_only(request)) is not None:
+        return refused
     group = get_object_or_404(ResultGroup, practice=practice, id=group_id)
     try:
         mark_checklist_done(actor=request.user.email or request.user.username, group=group)

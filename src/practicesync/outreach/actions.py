@@ -11,7 +11,7 @@ from practicesync.audit.models import AuditEvent
 
 from .dispatch import STALE_BOOKING
 from .models import OptOut, Sequence, StaffTask, Step
-from .sequences import Event, booking_event, transition
+from .sequences import Event, booking_event, ending_problem, transition
 from .window import check_window
 from .wording import text_problems
 
@@ -121,8 +121,12 @@ def save_step(*, actor: str, template, position: int, channel: str, delay: dt.ti
     details in SMS/push, known placeholders only)."""
     if problems := text_problems(channel, body, subject):
         raise TextRejected(problems)
-    if position < 1 or position > template.steps.count() + 1:
-        raise ValueError(f"position {position}: steps are numbered 1 to {template.steps.count() + 1}")
+    channels = list(template.steps.order_by("position").values_list("channel", flat=True))
+    if position < 1 or position > len(channels) + 1:
+        raise ValueError(f"position {position}: steps are numbered 1 to {len(channels) + 1}")
+    channels[position - 1:position] = [channel]
+    if problem := ending_problem(channels):
+        raise ValueError(problem)
     step, created = Step.objects.update_or_create(
         template=template, position=position,
         defaults={"channel": channel, "delay": delay, "body": body, "subject": subject,
@@ -145,8 +149,8 @@ def remove_step(*, actor: str, template, position: int) -> None:
     removed = next((s for s in steps if s.position == position), None)
     if removed is None:
         raise ValueError(f"{template.name} has no step {position}")
-    if len(steps) == 1:
-        raise ValueError(f"{template.name} needs at least one step")
+    if problem := ending_problem([s.channel for s in steps if s is not removed]):
+        raise ValueError(problem)
     past = Sequence.objects.filter(template=template, state__in=Sequence.LIVE,
                                    next_position__gt=position).count()
     if past:

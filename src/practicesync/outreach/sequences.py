@@ -116,3 +116,15 @@ def booking_event(appointments, *, since, now, stale_after) -> Event:
     if any(status == "booked" and starts_at >= now - stale_after for starts_at, status in appointments):
         return Event.BOOKED
     return Event.UNBOOKED
+
+
+STAFF_STEPS = ("call", "letter")
+
+
+def ending_problem(channels: list[str]) -> str | None:
+    """A Results template's steps, in order, must end with a staff step (call or letter):
+    a patient who answers no message then reaches a person, never a silent end."""
+    if not channels or channels[-1] not in STAFF_STEPS:
+        return "the last step must be a staff call or letter, so a patient who answers no " \
+               "message reaches a person"
+    return None
