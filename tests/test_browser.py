@@ -20,10 +20,12 @@ from tests.test_serve import (
 pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOT = Path("/tmp/patients.png")
-DECEASED_SCREENSHOT = Path("/tmp/patient-deceased.png")
-RESULTS_SCREENSHOT = Path("/tmp/results.png")
-RECALLS_SCREENSHOT = Path("/tmp/recalls.png")
+# Kept after the run (`make test` sets PRACTICESYNC_HOME=var/test): look at them.
+SCREENSHOTS = Path(os.environ.get("PRACTICESYNC_HOME", "var")) / "screenshots"
+SCREENSHOT = SCREENSHOTS / "browser-patients.png"
+DECEASED_SCREENSHOT = SCREENSHOTS / "browser-patient-deceased.png"
+RESULTS_SCREENSHOT = SCREENSHOTS / "browser-results.png"
+RECALLS_SCREENSHOT = SCREENSHOTS / "browser-recalls.png"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run"]
 
@@ -32,8 +34,9 @@ GREEN = "rgb(31, 138, 76)"    # .tick.digital
 PAUSED = "rgb(255, 243, 205)"  # .badge.seq-to_action_paused
 
 
-@pytest.fixture
-def page():
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, once per test module; each test opens its own contexts."""
     if not CHROMIUM.exists():
         message = "Debian's chromium is not installed (apt-get install chromium; .ci/run does)"
         if os.environ.get("CI"):
@@ -42,14 +45,29 @@ def page():
     from playwright import sync_api
     # Never let Playwright look for (or fetch) a browser build of its own.
     os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         try:
-            context = browser.new_context(viewport={"width": 1280, "height": 720})
-            context.set_default_timeout(15_000)
-            yield context.new_page()
+            yield launched
         finally:
-            browser.close()
+            launched.close()
+
+
+def new_context(browser):
+    """A fresh browser profile (its own cookies) with a laptop's screen."""
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    context.set_default_timeout(15_000)
+    return context
+
+
+@pytest.fixture
+def page(browser):
+    context = new_context(browser)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
 
 
 def test_patients_page_in_a_browser_shows_the_grey_tick(served_app, page):  # noqa: F811
@@ -222,9 +240,9 @@ def test_results_and_recalls_summary_in_a_browser(served_results_app, page):
     assert RECALLS_SCREENSHOT.stat().st_size > 5_000
 
 
-STARTED_SCREENSHOT = Path("/tmp/results-started.png")
-PATIENT_MESSAGE_SCREENSHOT = Path("/tmp/patient-message.png")
-MESSAGES_SCREENSHOT = Path("/tmp/messages.png")
+STARTED_SCREENSHOT = SCREENSHOTS / "browser-results-started.png"
+PATIENT_MESSAGE_SCREENSHOT = SCREENSHOTS / "browser-patient-message.png"
+MESSAGES_SCREENSHOT = SCREENSHOTS / "browser-messages.png"
 
 
 def test_start_a_paused_sequence_and_message_a_patient_in_a_browser(served_results_app, page):
@@ -254,17 +272,21 @@ def test_start_a_paused_sequence_and_message_a_patient_in_a_browser(served_resul
     # The patient page's Message form: a refusal is explained, a send is listed.
     nav = page.get_by_role("navigation", name="Practice pages")
     nora.get_by_role("link", name="GREYLING, Nora").click()
-    page.get_by_label("Email", exact=True).check()
-    page.get_by_role("textbox", name="Message").fill("Hello {first_name}, please call us.")
-    page.get_by_role("button", name="Send message").click()
-    expect(page.get_by_role("alert")).to_contain_text("Not sent:")
-    expect(page.get_by_role("textbox", name="Message")).to_have_value(
+    # The Video invite form has its own channel radios: the forms are named by their headings.
+    form = page.get_by_role("form", name="Send a message")
+    form.get_by_label("Email", exact=True).check()
+    form.get_by_role("textbox", name="Message").fill("Hello {first_name}, please call us.")
+    form.get_by_role("button", name="Send message").click()
+    expect(form.get_by_role("alert")).to_contain_text("Not sent:")
+    expect(form.get_by_role("textbox", name="Message")).to_have_value(
         "Hello {first_name}, please call us.")
-    page.get_by_label("SMS").check()
-    page.get_by_role("button", name="Send message").click()
+    form.get_by_label("SMS", exact=True).check()
+    form.get_by_role("button", name="Send message").click()
     expect(page.get_by_role("status")).to_contain_text("Message queued.")
-    expect(page.locator("table.messages-list tbody tr")).to_have_count(1)
-    expect(page.locator("table.messages-list tbody")).to_contain_text("Hello Nora, please call us.")
+    # The patient's Messages, not the Follow-ups table above it.
+    listed = page.get_by_role("region", name="Messages").locator("table.messages-list tbody")
+    expect(listed.locator("tr")).to_have_count(1)
+    expect(listed).to_contain_text("Hello Nora, please call us.")
     page.screenshot(path=str(PATIENT_MESSAGE_SCREENSHOT), full_page=True)
 
     nav.get_by_role("link", name="Messages").click()

@@ -3,6 +3,7 @@ the fields, is read-only for reception (403 on any change), never shows a provid
 and is 404 for a member of another practice."""
 
 import datetime as dt
+import json
 import re
 
 import pytest
@@ -13,7 +14,7 @@ from practicesync.audit.models import AuditEvent
 from practicesync.practices.access import SyncNotPermitted, require_sync_permission
 from practicesync.practices.actions import add_staff, schedule_nightly_sync
 from practicesync.practices.models import Practice
-from tests.factories import ACTOR, log_in, make_practice
+from tests.factories import ACTOR, log_in, make_patient, make_practice
 
 ADMIN = "admin@riverside.example"
 RECEPTION = "desk@riverside.example"
@@ -321,3 +322,25 @@ def test_a_member_of_another_practice_gets_404_everywhere(practice):
         assert response.status_code == 404, section
     assert (list(Practice.objects.filter(id=practice.id).values()),
             AuditEvent.objects.count()) == before
+
+
+# --- export --------------------------------------------------------------------------------
+
+def test_an_admin_downloads_the_export_and_it_is_audited(admin, practice):
+    make_patient(practice, pms_id="P1", family_name="Quill")
+    html = admin.get(page_url(practice)).content.decode()
+    assert f'href="/p/{practice.slug}/export.json"' in html
+    response = admin.get(f"/p/{practice.slug}/export.json")
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == f'attachment; filename="{practice.slug}-export.json"'
+    data = json.loads(b"".join(response.streaming_content))
+    assert data["schema"] == "practicesync.export/1"
+    assert [p["family_name"] for p in data["patients"]] == ["Quill"]
+    event, = events("practice.exported")
+    assert (event.actor, event.why) == (ADMIN, "web")
+
+
+def test_only_admins_may_export(reception, practice):
+    assert "export.json" not in reception.get(page_url(practice)).content.decode()
+    assert reception.get(f"/p/{practice.slug}/export.json").status_code == 403
+    assert not events("practice.exported")

@@ -13,7 +13,7 @@ from django import forms
 from django.conf import settings as django_settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404
+from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
@@ -23,10 +23,12 @@ from practicesync.outreach.window import NEVER_AFTER, NEVER_BEFORE
 from practicesync.practices.access import access_practice
 from practicesync.practices.actions import (
     permit_sync,
+    record_export,
     revoke_sync,
     schedule_nightly_sync,
     set_hl7_settings,
 )
+from practicesync.practices.export import export_json
 from practicesync.practices.models import Membership, Practice
 
 from .outreach import _post_only, actor_of
@@ -255,3 +257,14 @@ def save_settings(request, practice, section):
             return redirect(reverse("settings", kwargs={"practice": practice.slug})
                             + f"#{anchor}")
     return _page(request, practice, membership, bound=form, status=400)
+
+
+@login_required
+def export_download(request, practice):
+    """Everything practicesync holds for the practice (`practicesync export`), for its admins
+    only, audited before the first byte goes."""
+    practice, _ = access_practice(request.user, practice, roles=(Membership.Role.ADMIN,))
+    record_export(actor=actor_of(request.user), practice=practice, via="web")
+    response = StreamingHttpResponse(export_json(practice), content_type="application/json")
+    response["Content-Disposition"] = f'attachment; filename="{practice.slug}-export.json"'
+    return response

@@ -41,6 +41,7 @@ urlpatterns = [
     path("p/<slug:practice>/audit/", audit.audit_log, name="audit_log"),
     path("p/<slug:practice>/audit/csv/", audit.audit_csv, name="audit_csv"),
     path("p/<slug:practice>/settings/", settings_page.settings_page, name="settings"),
+    path("p/<slug:practice>/export.json", settings_page.export_download, name="export"),
     path("p/<slug:practice>/settings/<slug:section>/", settings_page.save_settings,
          name="settings_save"),
     # Templates; the live text check before the template paths, whose slug would take it.

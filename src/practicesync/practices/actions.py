@@ -12,6 +12,7 @@ from practicesync.audit import events
 from practicesync.connectors.profiles import get_profile
 from practicesync.results.templates import ensure_templates
 
+from .export import SCHEMA
 from .models import Membership, Practice
 
 DEFAULT_TIMEZONES = {"AU": "Australia/Sydney", "GB": "Europe/London"}
@@ -127,3 +128,9 @@ def add_staff(*, actor: str, practice: Practice, email: str, role: str,
     events.record(practice=practice, actor=actor, action="staff.added",
                   detail={"email": email.lower(), "role": role})
     return membership
+
+
+def record_export(*, actor: str, practice: Practice, via: str) -> None:
+    """Everything the practice holds is leaving: who took it, when, and how."""
+    events.record(practice=practice, actor=actor, action="practice.exported", why=via,
+                  detail={"schema": SCHEMA})

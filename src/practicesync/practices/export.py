@@ -1,5 +1,9 @@
 """The practice export (`practicesync.export/1`, DESIGN.md section 5). Keys never renamed."""
 
+import json
+import types
+from collections.abc import Iterator
+
 from practicesync.outreach.models import Message, Sequence, StaffTask
 from practicesync.patients.models import Patient, PatientRequest, ReviewItem, SyncRun
 from practicesync.results.models import Result, ResultGroup
@@ -108,3 +112,19 @@ def _sequence(sequences: dict, group_id: int) -> tuple:
     state, position, due_at = sequences[group_id]
     return (state, position if state in Sequence.LIVE else None,
             due_at if state == Sequence.State.ACTIVE else None)
+
+
+def export_json(practice: Practice) -> Iterator[str]:
+    """The export as JSON text, piece by piece: a 100,000-patient export never sits in
+    memory whole (the CLI prints it, the web page streams it)."""
+    yield "{"
+    for n, (key, value) in enumerate(build_export(practice)):
+        yield ("," if n else "") + json.dumps(key) + ":"
+        if isinstance(value, types.GeneratorType):
+            yield "["
+            for i, item in enumerate(value):
+                yield ("," if i else "") + json.dumps(item)
+            yield "]"
+        else:
+            yield json.dumps(value)
+    yield "}"

@@ -1,10 +1,8 @@
-import json
-import types
-
 from django.core.management.base import BaseCommand
 
-from practicesync.cli import practice_arg
-from practicesync.practices.export import build_export
+from practicesync.cli import cli_actor, practice_arg
+from practicesync.practices.actions import record_export
+from practicesync.practices.export import export_json
 
 
 class Command(BaseCommand):
@@ -16,16 +14,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, practice, **_):
         practice = practice_arg(practice)  # an unknown practice fails before any output
-        out = self.stdout
-        out.write("{", ending="")
-        for n, (key, value) in enumerate(build_export(practice)):
-            out.write(("," if n else "") + json.dumps(key) + ":", ending="")
-            if isinstance(value, types.GeneratorType):
-                # Streamed item by item: a 100,000-patient export never sits in memory whole.
-                out.write("[", ending="")
-                for i, item in enumerate(value):
-                    out.write(("," if i else "") + json.dumps(item), ending="")
-                out.write("]", ending="")
-            else:
-                out.write(json.dumps(value), ending="")
-        out.write("}")
+        record_export(actor=cli_actor(), practice=practice, via="cli")
+        for piece in export_json(practice):
+            self.stdout.write(piece, ending="")
+        self.stdout.write("")
