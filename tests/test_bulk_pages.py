@@ -207,6 +207,11 @@ def test_confirm_needs_the_count_and_the_tick_then_creates_the_bulk(admin, harbo
     html = admin.get(response["Location"]).content.decode()
     assert f"Bulk {bulk.id}: the first batch is queued." in html
     assert "Excluded when decided: 3" in html  # only active patients were selected
+    # Everyone fitted in the first batch: nothing waits, so no Release; the filter in words.
+    assert "Sent to everyone: the first batch was all of them" in html
+    assert url("bulk_release", harbour, bulk_id=bulk.id) not in html
+    assert "<dt>Recipient filter</dt><dd>active patients" in html and "[" not in text(
+        re.search(r"<dt>Recipient filter</dt><dd>(.*?)</dd>", html).group(1))
     assert {reason: text(row).split()[-1] for reason, row in
             re.findall(r'<tr data-reason="(\w+)">(.*?)</tr>', html, re.S)} == {
         "deceased": "0", "left": "0", "opted_out": "1", "no_address": "1", "under_age": "1"}
@@ -357,3 +362,18 @@ def test_a_member_of_another_practice_gets_404_on_every_url(harbour, people, flu
     assert (list(BulkMessage.objects.values_list("id", "phase")),
             list(Message.objects.values_list("id", "status")),
             AuditEvent.objects.count()) == before
+
+
+@pytest.mark.parametrize("flt, words", [
+    ({"status": ["active"]}, ["active patients"]),
+    ({"status": ["active", "left"], "digital": False, "age_min": 65},
+     ["active or left patients", "non-digital only", "aged 65 and over"]),
+    ({"status": ["active"], "has_mobile": True, "age_min": 12, "age_max": 17,
+      "family_name_prefix": "Mc", "pms_ids": ["P1", "P2"]},
+     ["active patients", "with a mobile", "aged 12 to 17", "family name starting “Mc”",
+      "2 chosen PMS ids"]),
+])
+def test_a_recipient_filter_reads_in_staff_words(flt, words):
+    from practicesync.dashboard.bulk import filter_words
+
+    assert filter_words(flt) == words

@@ -150,6 +150,9 @@ def test_video_invites_are_refused_as_the_cli_refuses_them(client_in, practice):
                      response.content.decode())
     assert not Message.objects.exists()
     assert AuditEvent.objects.get(action="message.refused").actor == DESK
+    page = client_in.get(reverse("patient", kwargs={"practice": practice.slug, "pms_id": "P3"}))
+    assert "Video invites to this patient are refused: deceased." in page.content.decode()
+    assert "Send video invite</button>" not in page.content.decode()
 
     # A mobile shared by a family may be a parent's: no room link by SMS.
     for n in (4, 5):

@@ -62,6 +62,7 @@ PHASE_WORDS = {
     BulkMessage.Phase.RELEASED: "Released to everyone",
     BulkMessage.Phase.HALTED: "Halted",
 }
+ALL_IN_FIRST_BATCH = "Sent to everyone: the first batch was all of them"
 
 
 def excluded_rows(excluded: dict) -> list[tuple[str, str, int]]:
@@ -227,6 +228,25 @@ def bulk_template_save(request, practice):
                     + f"?template={saved.id}")
 
 
+def filter_words(flt: dict) -> list[str]:
+    """A stored recipient filter (messaging.normalise_filter) in staff's words."""
+    # A correction has no filter: it goes to the patients the corrected bulk reached.
+    words = [" or ".join(Patient.Status(s).label.lower() for s in flt["status"]) + " patients"
+             ] if "status" in flt else []
+    flags = {"digital": ("digital only", "non-digital only"),
+             "has_mobile": ("with a mobile", "without a mobile"),
+             "has_email": ("with an email address", "without an email address")}
+    words += [flags[key][0 if flt[key] else 1] for key in flags if key in flt]
+    if "age_min" in flt or "age_max" in flt:
+        words.append(f"aged {flt.get('age_min', 0)} to {flt['age_max']}" if "age_max" in flt
+                     else f"aged {flt['age_min']} and over")
+    if "family_name_prefix" in flt:
+        words.append(f"family name starting “{flt['family_name_prefix']}”")
+    if "pms_ids" in flt:
+        words.append(f"{len(flt['pms_ids'])} chosen PMS ids")
+    return words
+
+
 def _status_context(request, practice, bulk) -> dict:
     status = bulk_status(bulk)
     by = status["by_status"]
@@ -234,12 +254,14 @@ def _status_context(request, practice, bulk) -> dict:
     draft = bulk.phase == BulkMessage.Phase.DRAFT and bulk.status == BulkMessage.Status.DRAFT
     return {"practice": practice, "bulk": bulk, "status": status,
             "phase_text": WAITING_FOR_APPROVAL if draft and bulk.approval_needed
-            else PHASE_WORDS[bulk.phase],
+            else ALL_IN_FIRST_BATCH if bulk.phase == BulkMessage.Phase.FIRST_BATCH
+            and not status["waiting"] else PHASE_WORDS[bulk.phase],
+            "filter_words": filter_words(bulk.recipient_filter),
             "excluded": excluded_rows(status["excluded"]),
             "sending": bulk.phase != BulkMessage.Phase.HALTED and by["queued"] + by["sending"] > 0,
             "awaiting_approval": draft and bulk.approval_needed,
             "may_approve": draft and bulk.approval_needed and actor != bulk.created_by,
-            "may_release": bulk.phase == BulkMessage.Phase.FIRST_BATCH,
+            "may_release": bulk.phase == BulkMessage.Phase.FIRST_BATCH and status["waiting"] > 0,
             "first_batch_pending": status["first_batch"]["by_status"]["queued"]
             + status["first_batch"]["by_status"]["sending"],
             "may_halt": bulk.phase != BulkMessage.Phase.HALTED

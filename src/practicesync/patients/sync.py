@@ -51,6 +51,9 @@ class SyncReport:
         return out
 
 
+# Shown on the patient page's history as the reason, so in staff's words.
+CREATED_WHY = "not on record: created from the practice list"
+
 def load_records(practice: Practice) -> list[PatientRecord]:
     # A record merged into another by staff is history: it must never be matched again.
     return [PatientRecord(*values) for values in
@@ -201,7 +204,7 @@ def _apply(practice: Practice, run: SyncRun, plan: Plan, actor: str, progress) -
         ids = dict(Patient.objects.filter(practice=practice, created_at=now)
                    .values_list("pms_id", "id"))
         for create in plan.creates:
-            event("patient.created", ids[create.record.pms_id], "not_on_record",
+            event("patient.created", ids[create.record.pms_id], CREATED_WHY,
                   {"row": create.row.line, "pms_id": create.record.pms_id, "digital": False,
                    "status": create.record.status})
     if progress:
