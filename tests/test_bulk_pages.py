@@ -158,7 +158,7 @@ def test_the_preview_counts_the_filters_patients_and_excluded_reasons(admin, har
     excluded = {reason: text(row).split()[-1] for reason, row in
                 re.findall(r'<tr data-reason="(\w+)">(.*?)</tr>', html, re.S)}
     assert excluded == {"deceased": "1", "left": "1", "opted_out": "1", "no_address": "1",
-                        "under_age": "1"}
+                        "under_age": "1", "sent_today": "0"}
     assert "Opted out of this channel" in html and "Excluded: 5" in html
     assert ("Hello Ann, flu clinics have started at harbour: https://book.example.org/harbour"
             "<br>Reply STOP to opt out") in html
@@ -214,15 +214,17 @@ def test_confirm_needs_the_count_and_the_tick_then_creates_the_bulk(admin, harbo
         re.search(r"<dt>Recipient filter</dt><dd>(.*?)</dd>", html).group(1))
     assert {reason: text(row).split()[-1] for reason, row in
             re.findall(r'<tr data-reason="(\w+)">(.*?)</tr>', html, re.S)} == {
-        "deceased": "0", "left": "0", "opted_out": "1", "no_address": "1", "under_age": "1"}
+        "deceased": "0", "left": "0", "opted_out": "1", "no_address": "1", "under_age": "1",
+        "sent_today": "0"}
 
-    # The same text and filter again the same day needs "Send it again".
-    response = confirm(admin, harbour, flu, 2)
-    assert response.status_code == 400 and f"Bulk {bulk.id} with this text and filter" in (
-        response.content.decode())
+    # The same text again the same day reaches nobody who had it (H-023 (g)), whatever the
+    # filter; "Send it again" cannot change that.
+    response = confirm(admin, harbour, flu, 0, again="on")
+    html = response.content.decode()
+    assert response.status_code == 400 and "Not sent: nobody would get this message." in html
+    assert {reason: text(row).split()[-1] for reason, row in
+            re.findall(r'<tr data-reason="(\w+)">(.*?)</tr>', html, re.S)}["sent_today"] == "2"
     assert BulkMessage.objects.count() == 1
-    assert confirm(admin, harbour, flu, 2, again="on").status_code == 302
-    assert BulkMessage.objects.count() == 2
 
 
 def test_over_the_threshold_another_admin_must_approve(admin, second, harbour, people, flu,

@@ -262,7 +262,7 @@ def test_bulk_preview_counts_who_gets_it_and_who_not(harbour, practice_list):
     assert code == 0
     assert data["recipients"] == 3 and data["generic"] == 1  # Ann, Ben; Tia without her name
     assert data["excluded"] == {"deceased": 1, "left": 1, "opted_out": 1, "no_address": 1,
-                                "under_age": 1}
+                                "under_age": 1, "sent_today": 0}
     assert data["sample"] == ("Hello Ann, flu clinics have started at harbour: "
                               "https://book.example.org/harbour\nReply STOP to opt out")
     assert data["sample_generic"].startswith("Hello, flu clinics") and "Tia" not in data["sample_generic"]
@@ -864,3 +864,23 @@ def test_the_export_shows_where_each_sequence_is(harbour, ann, tmp_path):
     group, = json.loads(run("export", "--practice", "harbour")[1])["result_groups"]
     assert (group["sequence_state"], group["sequence_next_step"], group["sequence_due_at"]) == (
         "cancelled", None, None)
+
+
+def test_two_bulks_with_the_same_text_reach_a_patient_once(harbour, practice_list):
+    """Overlapping filters (Ann is in both) or a rerun: nobody gets the same text twice in a
+    day; the second bulk counts her as sent_today (hazard H-023 (g))."""
+    code, first = bulk_cli("send", "--template", "flu", "--pms-id", "P1", "--pms-id", "P2",
+                           "--confirm")
+    assert code == 0 and first["recipients"] == 2
+    _, preview = run_json("bulk", "preview", "--practice", "harbour", "--template", "flu",
+                          "--pms-id", "P1", "--pms-id", "P8")
+    assert preview["recipients"] == 1 and preview["excluded"]["sent_today"] == 1
+    code, second = bulk_cli("send", "--template", "flu", "--pms-id", "P1", "--pms-id", "P8",
+                            "--confirm", "--again")
+    assert code == 0 and second["recipients"] == 1
+    tick_when_due(harbour)
+    ann = practice_list["ann"]
+    assert Message.objects.filter(patient=ann, kind="bulk").count() == 1
+    skipped = AuditEvent.objects.get(action="bulk.skipped", patient=ann)
+    assert skipped.why == "had the same text in the last day"
+    assert skipped.detail["reason"] == "sent_today"

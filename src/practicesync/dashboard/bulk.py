@@ -50,6 +50,7 @@ EXCLUSION_WORDS = {
     "opted_out": "Opted out of this channel (STOP or unsubscribe)",
     "no_address": "No mobile number or email address for this channel",
     "under_age": "Under the practice's age for SMS",
+    "sent_today": "Had the same text from another bulk in the last day",
 }
 YES_NO = ("yes", "no")
 FILTER_FIELDS = ("digital", "has_mobile", "has_email", "age_min", "age_max", "pms_ids",

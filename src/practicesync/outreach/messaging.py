@@ -39,7 +39,10 @@ from .wording import DEFAULT_SUBJECT, render, sms_length, text_problems
 DIRECT_CHANNELS = ("sms", "email")
 BATCH = 1000
 # Why a patient gets nothing, in the order a preview lists them.
-EXCLUSIONS = ("deceased", "left", "opted_out", "no_address", "under_age")
+EXCLUSIONS = ("deceased", "left", "opted_out", "no_address", "under_age", "sent_today")
+# One patient never gets the same bulk text twice within this time, whatever filters two
+# bulks used: overlapping filters or a rerun reach only those who have not had it.
+SAME_TEXT_WITHIN = dt.timedelta(days=1)
 # Staff's own words (or a video link anyone holding the phone could open) must not go to a
 # number that may be a parent's or a family's: generic wording is all such a number may get.
 NOT_OWN_MOBILE = "the mobile may not be the patient's own; use email or call"
@@ -327,8 +330,10 @@ def _candidates(bulk: BulkMessage) -> tuple[list[int], dict | None]:
     return list(_selection(bulk.practice, flt).order_by("id").values_list("id", flat=True)), flt
 
 
-def _planned(ids: list[int], channel: str, facts: PracticeFacts, flt: dict | None = None):
-    """(patient row, plan, exclusion or None) for these patients, 1,000 at a time."""
+def _planned(ids: list[int], channel: str, facts: PracticeFacts, flt: dict | None = None,
+             had_it: frozenset = frozenset()):
+    """(patient row, plan, exclusion or None) for these patients, 1,000 at a time. `had_it`:
+    patients the same text reached lately (`sent_today`)."""
     for start in range(0, len(ids), BATCH):
         chunk = ids[start:start + BATCH]
         recipients = facts.recipients(chunk)
@@ -337,11 +342,36 @@ def _planned(ids: list[int], channel: str, facts: PracticeFacts, flt: dict | Non
             if flt is not None and not _age_ok(recipient.age, flt):
                 continue
             plan = plan_direct(channel=channel, recipient=recipient, policy=facts.policy)
-            yield row, plan, None if plan.action == "send" else exclusion(plan.reason)
+            if plan.action != "send":
+                yield row, plan, exclusion(plan.reason)
+            elif pid in had_it:
+                yield row, plan._replace(action="skip", reason=SENT_TODAY), "sent_today"
+            else:
+                yield row, plan, None
 
 
-def _count(ids, channel, facts, flt) -> int:
-    return sum(excluded is None for _, _, excluded in _planned(ids, channel, facts, flt))
+SENT_TODAY = "had the same text in the last day"
+
+
+def had_same_text(practice, *, channel: str, body: str, subject: str, now) -> frozenset:
+    """Patients a bulk with this text reached or is about to reach within SAME_TEXT_WITHIN."""
+    return frozenset(Message.objects.filter(
+        practice=practice, kind=Message.Kind.BULK, bulk__channel=channel, bulk__body=body,
+        bulk__subject=subject, created_at__gte=now - SAME_TEXT_WITHIN).exclude(
+        status__in=[Message.Status.SKIPPED, Message.Status.FAILED]).values_list(
+        "patient_id", flat=True))
+
+
+def _had_it(bulk: BulkMessage, now) -> frozenset:
+    # A correction goes to exactly the patients staff chose to correct, whatever it says.
+    if bulk.corrects_id is not None:
+        return frozenset()
+    return had_same_text(bulk.practice, channel=bulk.channel, body=bulk.body,
+                         subject=bulk.subject, now=now)
+
+
+def _count(ids, channel, facts, flt, had_it) -> int:
+    return sum(excluded is None for _, _, excluded in _planned(ids, channel, facts, flt, had_it))
 
 
 @dataclass
@@ -410,7 +440,8 @@ def preview_bulk(*, practice, recipient_filter: dict, template: MessageTemplate,
                       sms=_Lengths() if channel == "sms" else None,
                       held_by_stale_sync=bulk_held(practice, now))
     ids = list(_selection(practice, flt).order_by("id").values_list("id", flat=True))
-    for row, plan, excluded in _planned(ids, channel, facts, flt):
+    had_it = had_same_text(practice, channel=channel, body=body, subject=subject, now=now)
+    for row, plan, excluded in _planned(ids, channel, facts, flt, had_it):
         if excluded:
             preview.excluded[excluded] += 1
             continue
@@ -503,7 +534,8 @@ def _create(*, actor, practice, template, recipient_filter, recipient_ids, corre
                        template=template, recipient_filter=recipient_filter,
                        recipient_ids=recipient_ids, corrects=corrects, created_by=actor)
     ids, flt = _candidates(bulk)
-    bulk.recipient_count = _count(ids, channel, PracticeFacts(practice, now), flt)
+    bulk.recipient_count = _count(ids, channel, PracticeFacts(practice, now), flt,
+                                  _had_it(bulk, now))
     bulk.approval_needed = needs_approval(
         recipients=bulk.recipient_count, over=settings.PRACTICESYNC_BULK_APPROVAL_OVER,
         corrects_approved=corrects is not None and _was_approved(corrects))
@@ -545,7 +577,7 @@ def _queue(*, actor, bulk: BulkMessage, ids: list[int], flt: dict | None, now, l
         messages.clear()
         skipped.clear()
 
-    for row, plan, excluded in _planned(ids, bulk.channel, facts, flt):
+    for row, plan, excluded in _planned(ids, bulk.channel, facts, flt, _had_it(bulk, now)):
         if excluded:
             counts[excluded] += 1
             skipped.append(AuditEvent(
