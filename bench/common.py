@@ -3,13 +3,29 @@
 import json
 import os
 import resource
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent
+
 
 class InsaneCounts(Exception):
     """A run did not do what the list asked: its timing means nothing."""
+
+
+# `--scale`: every count of the bench times this (1.0 is the DESIGN.md section 7 size).
+SCALE = 1.0
+
+
+def set_scale(scale: float) -> None:
+    global SCALE
+    SCALE = scale
+
+
+def scaled(count: int, least: int = 1) -> int:
+    return max(least, round(count * SCALE))
 
 
 def setup_django(home: Path) -> str:
@@ -40,6 +56,19 @@ def peak_rss_mb() -> float:
     except (OSError, StopIteration):
         kib = 1 / 1024 if sys.platform == "darwin" else 1  # macOS reports bytes
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * kib / 1024
+
+
+def run_one(kind: str, practice_id: int, source: Path | str) -> dict:
+    """Run one measurement (bench.run MEASUREMENTS) in a fresh interpreter; its last stdout
+    line is the result."""
+    print(f"  {kind:<14} {Path(source).name} ...", end=" ", flush=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--one", kind, "--practice", str(practice_id),
+         "--source", str(source)],
+        cwd=REPO, env=os.environ.copy(), check=True, stdout=subprocess.PIPE, text=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"{result['seconds']:.2f} s, peak RSS {result['peak_rss_mb']:.0f} MB")
+    return result
 
 
 def check(ok: bool, what: str, result: dict) -> None:

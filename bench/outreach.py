@@ -5,6 +5,10 @@ outreach_tick_100k: 100,000 active results sequences of one practice, all due at
 every first step (a queued message and audit event each, the sequence moved on) and delivers
 all of them through the local outbox provider. Baseline: a raw DB-API executemany INSERT of
 the same number of message rows in one transaction, in a fresh subprocess of the same run.
+On PostgreSQL it is measured again with two workers: two `practicesync outreach tick`
+processes started at once over another 100,000 due sequences, sharing the queue (SKIP
+LOCKED); the value is the wall time from starting them until both exited with every message
+sent, process start-up included (the notes give a start-up alone for scale).
 
 kill9_duplicate_sends / kill9_lost_sends: 10,000 due sequences; `practicesync outreach tick`
 runs as its own process (two at once on PostgreSQL, sharing the queue with SKIP LOCKED) and is
@@ -23,9 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import InsaneCounts, Result, check, peak_rss_mb
+from bench.common import REPO, InsaneCounts, Result, check, peak_rss_mb, run_one, scaled
 
-REPO = Path(__file__).resolve().parent.parent
 TICK_SEQUENCES = 100_000
 TICK_TARGET = 10  # seconds, DESIGN.md section 7
 KILL_SENDS = 10_000
@@ -74,9 +77,19 @@ def seed_due_sequences(name: str, count: int) -> int:
 
 # --- measurements (each in its own subprocess, see bench.run run_child) ---------------------
 
+def tick_counts(practice_id: int) -> dict:
+    """What a tick over seed_due_sequences' practice left: every first step sent once."""
+    from practicesync.outreach.models import Message, OutboxEntry, Sequence
+
+    return {"messages_sent": Message.objects.filter(
+                practice_id=practice_id, status="sent",
+                idempotency_key__startswith="results:").count(),
+            "outbox": OutboxEntry.objects.filter(practice_id=practice_id).count(),
+            "moved_on": Sequence.objects.filter(practice_id=practice_id, next_position=2).count()}
+
+
 def measure_tick(practice_id: int, source: str) -> dict:
     from practicesync.outreach.dispatch import tick
-    from practicesync.outreach.models import Message, OutboxEntry, Sequence
     from practicesync.practices.models import Practice
 
     practice = Practice.objects.get(id=practice_id)
@@ -85,11 +98,7 @@ def measure_tick(practice_id: int, source: str) -> dict:
     report = tick(now=monday_10am(), practice=practice)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "rss_before_mb": rss_before,
-            "counts": report.as_json(),
-            "messages_sent": Message.objects.filter(practice=practice, status="sent",
-                                                    idempotency_key__startswith="results:").count(),
-            "outbox": OutboxEntry.objects.filter(practice=practice).count(),
-            "moved_on": Sequence.objects.filter(practice=practice, next_position=2).count()}
+            "counts": report.as_json(), **tick_counts(practice_id)}
 
 
 def measure_raw_messages(practice_id: int, source: str) -> dict:
@@ -118,17 +127,6 @@ def measure_raw_messages(practice_id: int, source: str) -> dict:
 MEASUREMENTS = {"outreach_tick": measure_tick, "raw_messages": measure_raw_messages}
 
 
-def run_measurement(kind: str, practice_id: int) -> dict:
-    print(f"  {kind:<14} ...", end=" ", flush=True)
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--one", kind, "--practice", str(practice_id),
-         "--source", "-"], cwd=REPO, env=os.environ.copy(), check=True, stdout=subprocess.PIPE,
-        text=True)
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"{result['seconds']:.2f} s")
-    return result
-
-
 # --- kill -9 --------------------------------------------------------------------------------
 
 def tick_process(slug: str, now: dt.datetime) -> subprocess.Popen:
@@ -136,6 +134,17 @@ def tick_process(slug: str, now: dt.datetime) -> subprocess.Popen:
         [sys.executable, "-m", "practicesync", "outreach", "tick", "--practice", slug, "--now",
          now.isoformat(), "--json"], cwd=REPO, env=os.environ.copy(),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def tick_processes(slug: str, workers: int) -> float:
+    """`workers` tick processes started at once; the seconds until the last one exited."""
+    start = time.perf_counter()
+    procs = [tick_process(slug, monday_10am()) for _ in range(workers)]
+    for p in procs:
+        _, err = p.communicate()
+        if p.returncode != 0:
+            raise InsaneCounts(f"`outreach tick` exited {p.returncode}: {err[-2000:]}")
+    return time.perf_counter() - start
 
 
 # Seconds after a tick process starts (interpreter start-up included) to kill it: a tick of
@@ -188,46 +197,81 @@ def kill9_counts(practice_id: int) -> dict:
 
 # --- the bench ------------------------------------------------------------------------------
 
+def bench_tick_workers(backend: str, sequences: int, workers: int, raw_seconds: float
+                       ) -> tuple[Result, str]:
+    """outreach_tick_100k with `workers` tick processes sharing one practice's queue."""
+    from practicesync.practices.actions import create_practice
+    from practicesync.practices.models import Practice
+
+    print(f"Seeding {sequences:,} due sequences for {workers} tick processes ...", flush=True)
+    practice_id = seed_due_sequences(f"Bench Outreach Tick x{workers}", sequences)
+    slug = Practice.objects.get(id=practice_id).slug
+    idle = create_practice(actor=ACTOR, name="Bench Idle Tick", pms="bestpractice").slug
+    startup = tick_processes(idle, 1)
+    print(f"  outreach tick x{workers} ...", end=" ", flush=True)
+    seconds = tick_processes(slug, workers)
+    print(f"{seconds:.2f} s")
+    counts = tick_counts(practice_id) | kill9_counts(practice_id)
+    check(counts["messages_sent"] == counts["outbox"] == counts["moved_on"] == sequences
+          and counts["duplicates"] == counts["lost"] == 0,
+          f"{workers} tick processes should send {sequences} first steps once each", counts)
+    return (Result("outreach_tick_100k", round(seconds, 2), "s", backend, round(raw_seconds, 2),
+                   f"< {TICK_TARGET} s", TICK_TARGET, workers=workers),
+            f"outreach_tick_100k x{workers}: {workers} `practicesync outreach tick` processes "
+            f"started at once over {sequences:,} due sequences of one practice (SKIP LOCKED), "
+            f"wall time until both exited, each with its process start-up (one tick process "
+            f"with nothing due: {startup:.2f} s); every message sent once. baseline = the "
+            f"same raw INSERT as the one-worker row.")
+
+
 def bench_outreach(work: Path, backend: str) -> tuple[list[Result], list[str]]:
     from practicesync.practices.models import Practice
 
-    print(f"Seeding {TICK_SEQUENCES:,} due results sequences ...", flush=True)
-    tick_practice = seed_due_sequences("Bench Outreach Tick", TICK_SEQUENCES)
+    sequences, sends = scaled(TICK_SEQUENCES), scaled(KILL_SENDS)
+    rounds = scaled(KILL_ROUNDS, least=3)
+    print(f"Seeding {sequences:,} due results sequences ...", flush=True)
+    tick_practice = seed_due_sequences("Bench Outreach Tick", sequences)
     print("Measuring, each in a fresh subprocess:", flush=True)
-    raw = run_measurement("raw_messages", tick_practice)
-    ticked = run_measurement("outreach_tick", tick_practice)
-    check(ticked["messages_sent"] == ticked["outbox"] == ticked["moved_on"] == TICK_SEQUENCES,
-          f"the tick should send {TICK_SEQUENCES} first steps", ticked)
-    check(raw["rows"] == TICK_SEQUENCES, "the raw baseline should write one row per patient", raw)
+    raw = run_one("raw_messages", tick_practice, "-")
+    ticked = run_one("outreach_tick", tick_practice, "-")
+    check(ticked["messages_sent"] == ticked["outbox"] == ticked["moved_on"] == sequences,
+          f"the tick should send {sequences} first steps", ticked)
+    check(raw["rows"] == sequences, "the raw baseline should write one row per patient", raw)
 
+    # SQLite has one writer: a second tick process would only wait for the first.
     workers = 2 if backend == "postgresql" else 1
-    print(f"Seeding {KILL_SENDS:,} due sequences for the kill -9 run ...", flush=True)
-    kill_practice = seed_due_sequences("Bench Kill Nine", KILL_SENDS)
+    more = ([bench_tick_workers(backend, sequences, workers, raw["seconds"])]
+            if workers > 1 else [])
+
+    print(f"Seeding {sends:,} due sequences for the kill -9 run ...", flush=True)
+    kill_practice = seed_due_sequences("Bench Kill Nine", sends)
     slug = Practice.objects.get(id=kill_practice).slug
     print(f"Killing `outreach tick` ({workers} at once) at random moments ...", flush=True)
-    run = kill9_run(slug, workers)
+    run = kill9_run(slug, workers, rounds)
     counts = kill9_counts(kill_practice)
     print(f"  {run['kills']} kills in {run['rounds']} rounds: {counts}")
     check(run["kills"] > 0, "the kill -9 run must really kill ticks mid-way", run)
     check(counts["unexpected"] == 0, "the outbox holds only this run's keys", counts)
-    check(counts["statuses"].get("sent") == KILL_SENDS,
-          f"all {KILL_SENDS} messages should end sent", counts)
+    check(counts["statuses"].get("sent") == sends,
+          f"all {sends} messages should end sent", counts)
 
     results = [
         Result("outreach_tick_100k", round(ticked["seconds"], 2), "s", backend,
                round(raw["seconds"], 2), f"< {TICK_TARGET} s", TICK_TARGET),
+        *(result for result, _ in more),
         Result("kill9_duplicate_sends", counts["duplicates"], "sends", backend, None, "0", 1,
                workers=workers),
         Result("kill9_lost_sends", counts["lost"], "sends", backend, None, "0", 1,
                workers=workers),
     ]
     notes = [
-        f"outreach_tick_100k: one tick() over {TICK_SEQUENCES:,} due sequences: "
+        f"outreach_tick_100k: one tick() over {sequences:,} due sequences: "
         + ", ".join(f"{k} {v:,}" for k, v in ticked["counts"].items() if v)
         + f"; peak RSS {ticked['peak_rss_mb']:.0f} MB. baseline = raw executemany INSERT of "
-        f"{TICK_SEQUENCES:,} message rows in one transaction.",
-        f"kill9: {KILL_SENDS:,} sends, `practicesync outreach tick` x{workers} killed with "
-        f"SIGKILL {run['kills']} times at random moments over {KILL_ROUNDS} rounds, then run to "
+        f"{sequences:,} message rows in one transaction.",
+        *(note for _, note in more),
+        f"kill9: {sends:,} sends, `practicesync outreach tick` x{workers} killed with "
+        f"SIGKILL {run['kills']} times at random moments over {rounds} rounds, then run to "
         f"the end; messages by status {counts['statuses']}.",
     ]
     return results, notes

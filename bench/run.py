@@ -1,9 +1,16 @@
-"""`make bench`: the Patient Sync, HL7 ingest and outreach quality bars of DESIGN.md section 7
-(outreach: bench/outreach.py).
+"""`make bench`: the quality bars of DESIGN.md section 7: Patient Sync and HL7 ingest (here),
+outreach (bench/outreach.py), matching on FEBRL 4 (bench/matching.py).
 
-Uses a throwaway SQLite database in a temp dir, or DATABASE_URL when it is set (point that at
-a throwaway PostgreSQL database: the bench's practices and patients are left in it). Writes
-bench/results.json and prints the same figures as a Markdown table.
+Runs every bench on a throwaway SQLite database in a temp dir, then again on PostgreSQL when
+the server at PRACTICESYNC_BENCH_PG (default postgres://postgres@127.0.0.1:5432/) is
+reachable, in a database practicesync_bench_<pid> created for the run and dropped after it
+(DATABASE_URL is ignored). Each backend runs in a child process of its own. Results carry
+their backend and workers: SQLite has one writer, so everything there runs with one worker;
+on PostgreSQL the outreach tick and the MLLP listener are measured with one and with two
+processes sharing the queue / inbox. Writes bench/results.json (DESIGN.md section 7) and
+bench/results.md (the same as a Markdown table, with notes), and prints the table.
+`--backend sqlite|postgresql|all`, `--only PART` and `--scale 0.05` (every count times 0.05)
+give a quick try; a run at another scale adds "scale" to every result.
 
 Every figure is measured in a fresh subprocess (`python -m bench.run --one KIND ...`), so no
 measurement inherits another's memory, caches or garbage, and each subprocess's peak RSS
@@ -12,15 +19,18 @@ the lists, checks the counts and reports.
 
 HL7 ingest (hl7_ingest_mllp): `python -m practicesync mllp --no-process` (store, commit,
 acknowledge; applying the inbox is the worker's job, DESIGN.md section 5) runs as its own
-process on a free 127.0.0.1 port, for a practice created and permitted through the CLI;
-HL7_CLIENTS raw-socket MLLP clients (threads of the parent) stream HL7_MESSAGES synthetic
-AU-style ORU^R01 messages (distinct MSH-10), each waiting for its message's ACK before
-sending the next; every ACK must be AA.
+process on a free 127.0.0.1 port, for a practice created and permitted through the CLI (on
+PostgreSQL also as two such processes on two ports, sharing the practice's inbox, as a
+practice would scale it); HL7_CLIENTS raw-socket MLLP clients (threads of the parent, spread
+over the ports) stream HL7_MESSAGES synthetic AU-style ORU^R01 messages (distinct MSH-10),
+each waiting for its message's ACK before sending the next; every ACK must be AA.
 Its baseline (also its own row, hl7_ingest_parse_only) is full python-hl7 parsing (`hl7.parse`)
 of the same messages, measured in a fresh subprocess of the same run.
 
-Exit status is non-zero only when something crashed or a run's counts are not sane; a missed
-target is shown as MISSED in the table, not treated as a failure.
+Exit status is non-zero only when something crashed or a run's counts are not sane (the
+other backend still runs, and the results of the backends that finished are written, the
+failure named in the notes); a missed target is shown as MISSED in the table, not treated
+as a failure.
 
 To see where the time goes (py-spy is a dev dependency; it follows the subprocesses):
     .venv/bin/py-spy record --subprocesses -o profile.svg -- .venv/bin/python -m bench.run
@@ -39,14 +49,24 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
-from bench import outreach
-from bench.common import InsaneCounts, Result, check, migrate, peak_rss_mb, setup_django
-
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results.json"
+from bench import matching, outreach
+from bench.common import (
+    REPO,
+    InsaneCounts,
+    Result,
+    check,
+    migrate,
+    peak_rss_mb,
+    run_one,
+    scaled,
+    set_scale,
+    setup_django,
+)
 
 PATIENTS = 100_000
 CHANGED_SHARE = 0.01
@@ -67,6 +87,7 @@ def new_practice(name: str) -> int:
 
 @dataclass(frozen=True)
 class Lists:
+    patients: int
     full: Path
     rerun: Path
     valid_rows: int  # rows of the full list that check_row accepts
@@ -83,12 +104,13 @@ def write_lists(work: Path) -> Lists:
         write_canonical_list,
     )
 
-    rows = generate_practice_list(PATIENTS, seed=SEED, country=COUNTRY)
+    patients = scaled(PATIENTS)
+    rows = generate_practice_list(patients, seed=SEED, country=COUNTRY)
     changed = change_some(rows, share=CHANGED_SHARE)
     full = write_canonical_list(work / "list_full.csv", rows)
     rerun = write_canonical_list(work / "list_rerun_1pct.csv", changed)
     valid, _, _ = check_rows(read_patient_list(str(full), get_profile(PMS)), COUNTRY)
-    return Lists(full, rerun, valid_rows=len(valid),
+    return Lists(patients, full, rerun, valid_rows=len(valid),
                  changed_rows=sum(a != b for a, b in zip(rows, changed, strict=True)))
 
 
@@ -182,19 +204,8 @@ def measure_raw_upsert(practice_id: int, source: str) -> dict:
             "stored": Patient.objects.filter(practice_id=practice_id).count()}
 
 
-MEASUREMENTS = {"sync": measure_sync, "raw_upsert": measure_raw_upsert, **outreach.MEASUREMENTS}
-
-
-def run_one(kind: str, practice_id: int, source: Path) -> dict:
-    """Run one measurement in a fresh interpreter; its last stdout line is the result."""
-    print(f"  {kind:<10} {source.name} ...", end=" ", flush=True)
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--one", kind, "--practice", str(practice_id),
-         "--source", str(source)],
-        cwd=REPO, env=os.environ.copy(), check=True, stdout=subprocess.PIPE, text=True)
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"{result['seconds']:.2f} s, peak RSS {result['peak_rss_mb']:.0f} MB")
-    return result
+MEASUREMENTS = {"sync": measure_sync, "raw_upsert": measure_raw_upsert, **outreach.MEASUREMENTS,
+                **matching.MEASUREMENTS}
 
 
 # --- checks and results ---------------------------------------------------------------------
@@ -214,12 +225,12 @@ def check_rerun(rerun: dict, lists: Lists) -> None:
 
 
 def check_raw(raw: dict, lists: Lists) -> None:
-    check(raw["stored"] == PATIENTS, f"raw upsert should leave {PATIENTS} rows", raw)
+    check(raw["stored"] == lists.patients, f"raw upsert should leave {lists.patients} rows", raw)
 
 
 def bench_patient_sync(work: Path, backend: str) -> tuple[list[Result], list[str]]:
-    print(f"Writing two lists of {PATIENTS:,} synthetic patients ...", flush=True)
     lists = write_lists(work)
+    print(f"Wrote two lists of {lists.patients:,} synthetic patients", flush=True)
     sync_practice = new_practice("Bench Patient Sync")
     raw_practice = new_practice("Bench Raw Upsert")
     print("Measuring, each in a fresh subprocess:", flush=True)
@@ -449,13 +460,15 @@ def mllp_client(port: int, messages: list[bytes], start: threading.Barrier,
         run.error = f"{type(e).__name__}: {e}"
 
 
-def stream_mllp(port: int, messages: list[bytes], clients: int) -> tuple[float, list[ClientRun]]:
-    """HL7_CLIENTS concurrent clients, message i going to client i % clients; the seconds from
-    the first send to the last ACK."""
+def stream_mllp(ports: list[int], messages: list[bytes], clients: int
+                ) -> tuple[float, list[ClientRun]]:
+    """`clients` concurrent clients, message i going to client i % clients and client c to
+    port c % len(ports); the seconds from the first send to the last ACK."""
     runs = [ClientRun() for _ in range(clients)]
     start = threading.Barrier(clients)
     threads = [threading.Thread(target=mllp_client, daemon=True,
-                                args=(port, messages[i::clients], start, runs[i]))
+                                args=(ports[i % len(ports)], messages[i::clients], start,
+                                      runs[i]))
                for i in range(clients)]
     for t in threads:
         t.start()
@@ -470,35 +483,32 @@ def stream_mllp(port: int, messages: list[bytes], clients: int) -> tuple[float, 
     return seconds, runs
 
 
-def bench_hl7_ingest(work: Path, backend: str) -> tuple[list[Result], list[str]]:
+def ingest_over_mllp(work: Path, backend: str, messages: list[bytes], sizes: list[int],
+                     listeners: int, parse_rate: float) -> tuple[Result, str]:
+    """One stream into `listeners` listener processes of one new practice, sharing its inbox
+    (a duplicate MSH key is refused by the inbox's unique constraint whichever listener
+    stores it); HL7_CLIENTS clients spread over their ports."""
     from practicesync.connectors.hl7v2.models import InboundMessage
 
-    print(f"Writing {HL7_MESSAGES:,} synthetic AU ORU^R01 messages ...", flush=True)
-    source = write_hl7_messages(work, HL7_MESSAGES)
-    messages = read_hl7_messages(source)
-    sizes = sorted(len(m) for m in messages)
-    check(len({control_id(m) for m in messages}) == HL7_MESSAGES,
-          "every synthetic message should have its own MSH-10", {"messages": len(messages)})
-
-    print("Measuring parse-only (hl7.parse) in a fresh subprocess:", flush=True)
-    parse = run_one("hl7_parse", 0, source)
-    check(parse["messages"] == HL7_MESSAGES, f"parse-only should parse {HL7_MESSAGES} messages",
-          parse)
-    parse_rate = HL7_MESSAGES / parse["seconds"]
-
-    slug = json.loads(practicesync_cli("practice", "create", "--name", "Bench HL7 Ingest",
-                                       "--pms", "bestpractice", "--json"))["slug"]
+    count = len(messages)
+    slug = json.loads(practicesync_cli("practice", "create", "--name",
+                                       f"Bench HL7 Ingest x{listeners}", "--pms",
+                                       "bestpractice", "--json"))["slug"]
     practicesync_cli("practice", "permit", "--practice", slug, "--granted-by", "bench",
                      "--dpia-ref", "BENCH-ONLY")
-    listener = MllpListener(work, slug)
+    procs: list[MllpListener] = []
     try:
-        print(f"  mllp       {HL7_CLIENTS} clients -> 127.0.0.1:{listener.port} ...", end=" ",
-              flush=True)
-        seconds, runs = stream_mllp(listener.port, messages, HL7_CLIENTS)
+        for _ in range(listeners):
+            procs.append(MllpListener(work, slug))
+        ports = [p.port for p in procs]
+        print(f"  mllp x{listeners}    {HL7_CLIENTS} clients -> 127.0.0.1:"
+              f"{','.join(map(str, ports))} ...", end=" ", flush=True)
+        seconds, runs = stream_mllp(ports, messages, HL7_CLIENTS)
         print(f"{seconds:.2f} s", flush=True)
-        code, stop_seconds = listener.stop()
+        stops = [p.stop() for p in procs]
     finally:
-        listener.kill()
+        for p in procs:
+            p.kill()
 
     acks: dict[str, int] = {}
     for run in runs:
@@ -506,73 +516,139 @@ def bench_hl7_ingest(work: Path, backend: str) -> tuple[list[Result], list[str]]
             acks[k] = acks.get(k, 0) + v
     stream = {"acks": acks, "errors": [r.error for r in runs if r.error],
               "bad": [b for r in runs for b in r.bad][:3], "seconds": seconds,
-              "listener_exit": code}
+              "listener_exits": [code for code, _ in stops]}
     check(not stream["errors"], "every MLLP client should finish its stream", stream)
-    check(acks == {"AA": HL7_MESSAGES}, f"every one of {HL7_MESSAGES} messages should be "
-                                        f"answered AA echoing its MSH-10", stream)
+    check(acks == {"AA": count}, f"every one of {count} messages should be answered AA "
+                                 f"echoing its MSH-10", stream)
     check(seconds > 0, "the stream should take some time", stream)
-    check(code == 0, f"the listener should exit 0 on SIGTERM (log: {listener.tail()})", stream)
+    check(all(code == 0 for code, _ in stops),
+          f"every listener should exit 0 on SIGTERM (log: {procs[0].tail()})", stream)
     rows = InboundMessage.objects.filter(practice__slug=slug)
     stored = rows.count()
     distinct = rows.values("control_id").distinct().count()
-    check(stored == distinct == HL7_MESSAGES,
-          f"the inbox should hold each of the {HL7_MESSAGES} messages once",
+    check(stored == distinct == count, f"the inbox should hold each of the {count} messages once",
           {**stream, "stored": stored, "distinct": distinct})
     states = {s: rows.filter(state=s).count() for s in InboundMessage.State.values}
 
-    rate = HL7_MESSAGES / seconds
-    results = [
-        Result("hl7_ingest_mllp", round(rate, 1), "msg/s", backend, round(parse_rate, 1),
-               f">= {HL7_TARGET:,} msg/s" if backend == "postgresql"
-               else f"none on SQLite (>= {HL7_TARGET:,} msg/s on PostgreSQL)",
-               HL7_TARGET if backend == "postgresql" else 0, workers=HL7_CLIENTS, higher=True),
-        Result("hl7_ingest_parse_only", round(parse_rate, 1), "msg/s", backend, None,
-               "- (baseline of hl7_ingest_mllp)", 0, higher=True),
-    ]
-    notes = [
-        f"hl7_ingest_mllp: {HL7_MESSAGES:,} synthetic AU ORU^R01 messages ("
+    result = Result("hl7_ingest_mllp", round(count / seconds, 1), "msg/s", backend,
+                    round(parse_rate, 1),
+                    f">= {HL7_TARGET:,} msg/s" if backend == "postgresql"
+                    else f"none on SQLite (>= {HL7_TARGET:,} msg/s on PostgreSQL)",
+                    HL7_TARGET if backend == "postgresql" else 0, workers=listeners,
+                    higher=True)
+    note = (
+        f"hl7_ingest_mllp x{listeners}: {count:,} synthetic AU ORU^R01 messages ("
         f"{sizes[len(sizes) // 2]:,} bytes median, {sizes[0]:,}-{sizes[-1]:,}; 1-3 OBR/OBX "
-        f"groups) streamed by {HL7_CLIENTS} raw-socket MLLP clients to `practicesync mllp` "
-        f"(commit mode: ACK after the inbox commit), each client waiting for every ACK before "
-        f"its next message; {acks.get('AA', 0):,} AA, first send to last ACK "
-        f"{seconds:.2f} s. The listener only stores and acknowledges (--no-process; the worker "
-        f"applies the inbox); at "
-        f"SIGTERM (exit {code} after {stop_seconds:.1f} s) the inbox held "
-        + ", ".join(f"{n:,} {s}" for s, n in states.items() if n) + ".",
-        f"hl7_ingest_parse_only = baseline: hl7.parse of the same {HL7_MESSAGES:,} messages in "
-        f"a fresh subprocess ({parse['seconds']:.2f} s); no storing, no sockets.",
-    ]
+        f"groups) streamed by {HL7_CLIENTS} raw-socket MLLP clients to {listeners} "
+        f"`practicesync mllp` process(es) of one practice on their own ports (commit mode: ACK "
+        f"after the inbox commit), each client waiting for every ACK before its next message; "
+        f"{acks.get('AA', 0):,} AA, first send to last ACK {seconds:.2f} s. The listeners only "
+        f"store and acknowledge (--no-process; the worker applies the inbox); at SIGTERM "
+        f"(exit {', '.join(str(code) for code, _ in stops)} after "
+        f"{max(t for _, t in stops):.1f} s) the inbox held "
+        + ", ".join(f"{n:,} {s}" for s, n in states.items() if n) + ".")
+    return result, note
+
+
+def bench_hl7_ingest(work: Path, backend: str) -> tuple[list[Result], list[str]]:
+    count = scaled(HL7_MESSAGES, least=HL7_CLIENTS)
+    print(f"Writing {count:,} synthetic AU ORU^R01 messages ...", flush=True)
+    source = write_hl7_messages(work, count)
+    messages = read_hl7_messages(source)
+    sizes = sorted(len(m) for m in messages)
+    check(len({control_id(m) for m in messages}) == count,
+          "every synthetic message should have its own MSH-10", {"messages": len(messages)})
+
+    print("Measuring parse-only (hl7.parse) in a fresh subprocess:", flush=True)
+    parse = run_one("hl7_parse", 0, source)
+    check(parse["messages"] == count, f"parse-only should parse {count} messages", parse)
+    parse_rate = count / parse["seconds"]
+
+    # SQLite has one writer: a second listener process would only queue on its lock.
+    results, notes = [], []
+    for listeners in (1, 2) if backend == "postgresql" else (1,):
+        result, note = ingest_over_mllp(work, backend, messages, sizes, listeners, parse_rate)
+        results.append(result)
+        notes.append(note)
+    results.append(Result("hl7_ingest_parse_only", round(parse_rate, 1), "msg/s", backend, None,
+                          "- (baseline of hl7_ingest_mllp)", 0, higher=True))
+    notes.append(f"hl7_ingest_parse_only = baseline: hl7.parse of the same {count:,} messages "
+                 f"in a fresh subprocess ({parse['seconds']:.2f} s); no storing, no sockets.")
     if backend != "postgresql":
         notes.append("The hl7_ingest_mllp target applies to PostgreSQL; on SQLite the figure "
-                     "is reported, not judged.")
+                     "is reported, not judged, with one listener (one writer).")
     return results, notes
 
 
-def markdown(results: list[Result]) -> str:
+def markdown(results: list[Result], notes: list[str], scale: float) -> str:
     def num(v):
         return "" if v is None else f"{v:g}"
 
-    lines = ["| name | value | unit | backend | workers | baseline | ratio | target | result |",
-             "|---|---:|---|---|---:|---:|---:|---|---|"]
+    lines = []
+    if scale != 1:
+        lines += [f"Scale {scale:g}: every count is {scale:g} x the DESIGN.md size, so the "
+                  f"figures cannot be held against the targets.", ""]
+    lines += ["| name | value | unit | backend | workers | baseline | ratio | target | result |",
+              "|---|---:|---|---|---:|---:|---:|---|---|"]
     lines += [f"| {r.name} | {num(r.value)} | {r.unit} | {r.backend} | {r.workers} | "
               f"{num(r.baseline)} | {num(r.ratio)} | {r.target} | {'ok' if r.met else 'MISSED'} |"
               for r in results]
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *(f"- {n}" for n in notes)]) + "\n"
 
 
 # --- entry points ---------------------------------------------------------------------------
 
 BENCHES = {"patient_sync": bench_patient_sync, "hl7_ingest": bench_hl7_ingest,
-           "outreach": outreach.bench_outreach}
+           "outreach": outreach.bench_outreach, "matching": matching.bench_matching}
+BACKENDS = ("sqlite", "postgresql")
+PG_SERVER = "postgres://postgres@127.0.0.1:5432/"
 
 
-def run_all(keep: bool, only: str | None = None) -> int:
-    work = Path(tempfile.mkdtemp(prefix="practicesync-bench-"))
+def pg_url(server: str, database: str) -> str:
+    return urlunsplit(urlsplit(server)._replace(path=f"/{database}"))
+
+
+def pg_unreachable(server: str) -> str:
+    """Why the PostgreSQL server cannot be used, or "" when it can."""
+    import psycopg
+
     try:
-        backend = setup_django(work)
+        psycopg.connect(pg_url(server, "postgres"), connect_timeout=5).close()
+    except psycopg.Error as e:
+        return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return ""
+
+
+@contextmanager
+def temporary_database(server: str, keep: bool):
+    """A new database practicesync_bench_<pid> on the server; its URL. Dropped afterwards
+    (even with processes of the run still connected) unless `keep`."""
+    import psycopg
+    from psycopg import sql
+
+    database = f"practicesync_bench_{os.getpid()}"
+    name = sql.Identifier(database)
+    with psycopg.connect(pg_url(server, "postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(name))
+    try:
+        yield pg_url(server, database)
+    finally:
+        if not keep:
+            with psycopg.connect(pg_url(server, "postgres"), autocommit=True) as admin:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+
+
+def run_backend(backend: str, only: str | None, keep: bool, results_to: Path) -> int:
+    """Every bench (or `only` one) on the database the environment names; the results and
+    notes go to `results_to` as JSON for the parent."""
+    work = Path(tempfile.mkdtemp(prefix=f"practicesync-bench-{backend}-"))
+    try:
+        vendor = setup_django(work)
+        if vendor != backend:
+            print(f"bench: asked for {backend}, the database is {vendor}", file=sys.stderr)
+            return 2
         migrate()
-        print(f"Database: {backend}" + ("" if os.environ.get("DATABASE_URL")
-                                        else f" ({work / 'practicesync.sqlite3'})"))
         try:
             results, notes = [], []
             for name, bench in BENCHES.items():
@@ -581,18 +657,63 @@ def run_all(keep: bool, only: str | None = None) -> int:
                     results += more
                     notes += more_notes
         except InsaneCounts as e:
-            print(f"\nbench: counts are not sane, no results written: {e}", file=sys.stderr)
+            print(f"\nbench: counts are not sane on {backend}, no results: {e}", file=sys.stderr)
             return 1
-        RESULTS.write_text(json.dumps([r.as_json() for r in results], indent=2) + "\n")
-        print(f"\n{markdown(results)}\n")
-        print("\n".join(f"- {n}" for n in notes))
-        print(f"\nWrote {RESULTS.relative_to(REPO)}")
+        results_to.write_text(json.dumps({"results": [asdict(r) for r in results],
+                                          "notes": notes}))
         return 0
     finally:
         if keep:
             print(f"Kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def run_all(backend: str, only: str | None, scale: float, keep: bool, out: Path) -> int:
+    """Each backend in a child process of its own (Django binds one database per process)."""
+    server = os.environ.get("PRACTICESYNC_BENCH_PG", PG_SERVER)
+    backends, skipped = list(BACKENDS if backend == "all" else (backend,)), []
+    if "postgresql" in backends and (why := pg_unreachable(server)):
+        if backend == "postgresql":
+            print(f"bench: PostgreSQL at PRACTICESYNC_BENCH_PG is not reachable: {why}",
+                  file=sys.stderr)
+            return 2
+        backends.remove("postgresql")
+        skipped.append(f"postgresql: skipped, the server at PRACTICESYNC_BENCH_PG is not "
+                       f"reachable ({why}).")
+    results, notes, failed = [], [], []
+    for name in backends:
+        print(f"\n=== {name} ===", flush=True)
+        env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+        with tempfile.TemporaryDirectory() as tmp, (
+                temporary_database(server, keep) if name == "postgresql" else nullcontext()
+        ) as url:
+            if url:
+                env["DATABASE_URL"] = url
+                print(f"Database: {url}" + (" (kept)" if keep else " (dropped afterwards)"))
+            part = Path(tmp) / "part.json"
+            code = subprocess.run(
+                [sys.executable, "-m", "bench.run", "--backend-run", name, "--scale", str(scale),
+                 "--results-to", str(part), *(["--only", only] if only else []),
+                 *(["--keep"] if keep else [])], cwd=REPO, env=env).returncode
+            if code != 0 or not part.exists():
+                failed.append(f"{name}: FAILED (exit {code}); see the output above.")
+                continue
+            got = json.loads(part.read_text())
+        results += [Result(**r) for r in got["results"]]
+        notes += [f"{name}: {n}" for n in got["notes"]]
+    if not results:
+        print("\nbench: no results, nothing written", file=sys.stderr)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown(results, [*notes, *skipped, *failed], scale)
+    (out / "results.json").write_text(
+        json.dumps([r.as_json() | ({"scale": scale} if scale != 1 else {}) for r in results],
+                   indent=2) + "\n")
+    (out / "results.md").write_text(table)
+    print(f"\n{table}")
+    print(f"Wrote {out / 'results.json'} and {out / 'results.md'}")
+    return 1 if failed else 0
 
 
 def run_child(kind: str, practice_id: int, source: str) -> int:
@@ -604,15 +725,29 @@ def run_child(kind: str, practice_id: int, source: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir and database")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temp dirs and the PostgreSQL database")
     parser.add_argument("--only", choices=BENCHES, help="run only this part of the bench")
+    parser.add_argument("--backend", choices=(*BACKENDS, "all"), default="all",
+                        help="all (default): SQLite, then PostgreSQL when reachable")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply every count (default 1.0; e.g. 0.05 for a quick try)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench",
+                        help="where results.json and results.md go (default bench/)")
+    parser.add_argument("--backend-run", choices=BACKENDS, help=argparse.SUPPRESS)
+    parser.add_argument("--results-to", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--one", choices=MEASUREMENTS, help=argparse.SUPPRESS)
     parser.add_argument("--practice", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--source", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.scale <= 0:
+        parser.error("--scale must be above 0")
     if args.one:
         return run_child(args.one, args.practice, args.source)
-    return run_all(args.keep, args.only)
+    if args.backend_run:
+        set_scale(args.scale)
+        return run_backend(args.backend_run, args.only, args.keep, args.results_to)
+    return run_all(args.backend, args.only, args.scale, args.keep, args.out)
 
 
 if __name__ == "__main__":

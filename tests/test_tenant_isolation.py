@@ -863,6 +863,7 @@ def refusals(a: World, b: World) -> dict[tuple[str, ...], list[list[str]]]:
         ("outreach", "step"): [[*at_a, "--action-key", b.template.action_key, "--position", "1",
                                 "--channel", "sms", "--delay-days", "1", "--body", body]],
         ("patients", "not-same"): [[*at_a, "--pms-id", "P1", "--patient-id", str(b.patient.id)]],
+        ("patients", "erase"): [[*at_a, "--pms-id", b.patient.pms_id, "--reason", "walk"]],
         ("results", "checklist-done"): [[*at_a, "--group", str(b.checklist.id)]],
         ("results", "template"): [[*at_a, "--action-key", b.template.action_key, "--auto-start",
                                    "on"]],
@@ -898,12 +899,13 @@ NO_OBJECT = {
     ("appointments", "poll"), ("bulk", "template", "list"), ("export",), ("hl7", "reprocess"),
     ("mllp",), ("outreach", "tick"), ("outreach", "tasks"), ("outreach", "policy"),
     ("patients", "sync"), ("practice", "permit"), ("practice", "schedule"), ("practice", "hl7"),
-    ("results", "poll"), ("sync", "now"),
+    ("results", "poll"), ("sync", "now"), ("retention", "set"), ("retention", "purge"),
     # Adds a user (by email) to this practice: a user of several practices is by design.
     ("staff", "add"),
 }
 # Bravo's own admin cannot do these to bravo's bulk either: nothing of it has gone out yet.
-CONTROL_REFUSED = {("bulk", "release"), ("bulk", "correct")}
+# Bravo's own patient is still active on its list: erasure is refused to bravo's admin too.
+CONTROL_REFUSED = {("bulk", "release"), ("bulk", "correct"), ("patients", "erase")}
 
 
 def test_every_cli_subcommand_with_a_practice_is_walked(worlds, tmp_path):

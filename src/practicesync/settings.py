@@ -6,6 +6,7 @@ SECRET_KEY         default: generated once and kept in PRACTICESYNC_HOME/secret_
 DEBUG              "1"/"true" to turn on; off otherwise
 ALLOWED_HOSTS      comma-separated; default 127.0.0.1,localhost
 PRACTICESYNC_HTTPS "1" behind HTTPS: secure cookies, HSTS (PRACTICESYNC_HTTPS_REDIRECT too)
+PRACTICESYNC_TASKS_REDIS_URL  redis://host:6379/0 to queue tasks in Redis (deploy/README.md)
 """
 
 import os
@@ -73,6 +74,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every response; the policy is CONTENT_SECURITY_POLICY below.
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -137,6 +140,14 @@ DATABASES = {"default": _database()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+# Opt-in (the "redis" extra): tasks queue in Redis and `practicesync worker` runs them with
+# RQ. The database stays the source of truth; Redis only carries the queue and task results.
+if _redis_url := os.environ.get("PRACTICESYNC_TASKS_REDIS_URL", "").strip():
+    INSTALLED_APPS.append("django_rq")
+    TASKS = {"default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": ["default"]}}
+    # The database worker has no time limit; an hour is far above a 100,000-row sync and
+    # still frees a worker from a task that hangs.
+    RQ_QUEUES = {"default": {"URL": _redis_url, "DEFAULT_TIMEOUT": 3600}}
 
 # Argon2 first (memory-hard); PBKDF2 kept so older hashes still verify and get upgraded.
 PASSWORD_HASHERS = [
@@ -180,6 +191,23 @@ if _flag("PRACTICESYNC_HTTPS"):
     SECURE_SSL_REDIRECT = _flag("PRACTICESYNC_HTTPS_REDIRECT")
     # The TLS-terminating proxy says the request came over HTTPS.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Browser security headers (docs/adr/0016-csp-append-only-audit-redis.md) ---------------
+# Scripts, styles and everything else only from this site's own static files: no inline
+# script, no on*= handler, no style= attribute (tests/test_security.py greps the templates).
+# base-uri, form-action and frame-ancestors do not fall back to default-src, so they are set.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "object-src": ["'none'"],
+    },
+}
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
 
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"

@@ -14,6 +14,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import F, Q
+from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
@@ -23,8 +24,11 @@ from practicesync.audit.models import AuditEvent
 from practicesync.outreach.messaging import DIRECT_CHANNELS, Refused, invite_to_video
 from practicesync.outreach.models import Message, Sequence
 from practicesync.patients.actions import add_patient_request, close_patient_request
+from practicesync.patients.erasure import ErasureRefused, erase_patient, erasure_refusal
 from practicesync.patients.models import Patient, PatientRequest
 from practicesync.practices.access import access_practice
+from practicesync.practices.actions import record_export
+from practicesync.practices.export import export_json
 from practicesync.practices.models import Membership
 
 from .outreach import _post_only, actor_of, patient_context
@@ -254,3 +258,58 @@ def request_list(request, practice):
         "mine_count": PatientRequest.objects.filter(
             practice=practice, status=PatientRequest.Status.OPEN,
             assigned_to=membership).count()})
+
+
+@login_required
+def patient_export(request, practice, pms_id):
+    """Everything practicesync holds about one patient (a subject access request), for the
+    practice's admins only, audited before the first byte goes."""
+    practice, _ = access_practice(request.user, practice, roles=(Membership.Role.ADMIN,))
+    patient = _patient(practice, pms_id)
+    record_export(actor=actor_of(request.user), practice=practice, via="web", patient=patient)
+    response = StreamingHttpResponse(export_json(practice, patient),
+                                     content_type="application/json")
+    # The practice's own record number only: no name in a file name that lands in Downloads.
+    response["Content-Disposition"] = (f'attachment; filename="{practice.slug}-patient-'
+                                       f'{patient.id}-export.json"')
+    return response
+
+
+class EraseForm(forms.Form):
+    family_name = forms.CharField(label="Type the patient's family name to confirm",
+                                  max_length=100)
+    reason = forms.CharField(label="The request this erasure answers", max_length=200,
+                             help_text="Kept in the audit log: who asked, when, how. No "
+                                       "clinical details.")
+
+    def __init__(self, *args, patient, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.patient = patient
+
+    def clean_family_name(self):
+        typed = " ".join(self.cleaned_data["family_name"].split())
+        if typed.casefold() != " ".join(self.patient.family_name.split()).casefold():
+            raise forms.ValidationError("That is not this patient's family name.")
+        return typed
+
+
+@login_required
+def patient_erase(request, practice, pms_id):
+    """Erase a non-digital patient's personal data on request (admins only): the page says
+    what goes and what stays; the patient's family name typed again confirms it."""
+    practice, _ = access_practice(request.user, practice, roles=(Membership.Role.ADMIN,))
+    patient = _patient(practice, pms_id)
+    refusal = erasure_refusal(patient)
+    form = EraseForm(request.POST or None, patient=patient)
+    if request.method == "POST" and refusal is None and form.is_valid():
+        try:
+            erase_patient(actor=actor_of(request.user), practice=practice, pms_id=pms_id,
+                          reason=form.cleaned_data["reason"])
+        except ErasureRefused as e:
+            refusal = str(e)
+        else:
+            messages.success(request, "The patient's personal data was erased.")
+            return _back_to_patient(practice, patient, "history")
+    return render(request, "dashboard/patient_erase.html",
+                  {"practice": practice, "patient": patient, "refusal": refusal, "form": form},
+                  status=400 if request.method == "POST" else 200)

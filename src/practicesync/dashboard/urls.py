@@ -14,6 +14,10 @@ urlpatterns = [
          name="patient_request_add"),
     path("p/<slug:practice>/patients/<path:pms_id>/history/", patient_pages.patient_history,
          name="patient_history"),
+    path("p/<slug:practice>/patients/<path:pms_id>/export.json", patient_pages.patient_export,
+         name="patient_export"),
+    path("p/<slug:practice>/patients/<path:pms_id>/erase/", patient_pages.patient_erase,
+         name="patient_erase"),
     # path, not str: a PMS id may contain "/" and must still get a working link.
     path("p/<slug:practice>/patients/<path:pms_id>", views.patient_by_pms_id, name="patient"),
     path("p/<slug:practice>/results/", views.results, name="results"),

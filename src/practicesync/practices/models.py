@@ -64,6 +64,12 @@ class Practice(models.Model):
                                     default=Hl7AckMode.COMMIT)
     pms_id_system = models.CharField(max_length=200, blank=True, default="")
 
+    # Retention (docs/adr/0017): raw inbound HL7/FHIR messages and outreach message texts are
+    # kept this many days, then purged by the daily run (`next_purge_due`, claimed by workers).
+    retain_raw_messages_days = models.PositiveIntegerField(default=90)
+    retain_message_bodies_days = models.PositiveIntegerField(default=365)
+    next_purge_due = models.DateTimeField(null=True, blank=True)
+
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

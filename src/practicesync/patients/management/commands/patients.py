@@ -4,8 +4,9 @@ from django.core.management.base import BaseCommand
 from rich.console import Console
 from rich.progress import Progress
 
-from practicesync.cli import cli_actor, exit_with, practice_arg, print_json, usage_error
+from practicesync.cli import FAILED, cli_actor, exit_with, practice_arg, print_json, usage_error
 from practicesync.patients.actions import NotFound, record_not_same_person
+from practicesync.patients.erasure import ErasureRefused, erase_patient
 from practicesync.patients.report import print_report
 from practicesync.patients.sync import sync_patient_list
 from practicesync.practices.access import SyncNotPermitted
@@ -43,6 +44,13 @@ class Command(BaseCommand):
                               help="practicesync's id of the other record")
         not_same.add_argument("--json", action="store_true")
 
+        erase = sub.add_parser("erase", help="erase a non-digital patient's personal data on "
+                                             "request (left or deceased patients only)")
+        erase.add_argument("--practice", required=True)
+        erase.add_argument("--pms-id", required=True)
+        erase.add_argument("--reason", required=True, help="the request it answers (audited)")
+        erase.add_argument("--json", action="store_true")
+
     def handle(self, *args, action, **opts):
         getattr(self, action.replace("-", "_"))(**opts)
 
@@ -56,6 +64,23 @@ class Command(BaseCommand):
             print_json(self, {"pms_id": pair.pms_id, "patient_id": pair.patient_id})
         else:
             self.stdout.write(f"recorded: {pms_id} is not patient #{patient_id}")
+
+    def erase(self, *, practice, pms_id, reason, json, **_):
+        try:
+            counts = erase_patient(actor=cli_actor(), practice=practice_arg(practice),
+                                   pms_id=pms_id, reason=reason)
+        except NotFound as e:
+            raise usage_error(str(e)) from e
+        except ErasureRefused as e:
+            if json:
+                print_json(self, {"erased": False, "pms_id": pms_id, "error": str(e)})
+            else:
+                self.stdout.write(f"not erased: {e}")
+            exit_with(FAILED)
+        if json:
+            print_json(self, {"erased": True, "pms_id": pms_id, **counts})
+        else:
+            self.stdout.write(f"erased: {pms_id}")
 
     def sync(self, *, practice, source, dry_run, allow_drop, json, format="csv", **_):
         if allow_drop is not None and not allow_drop.strip():

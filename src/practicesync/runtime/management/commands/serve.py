@@ -1,8 +1,13 @@
 import os
 import sys
 
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+
+from practicesync.cli import usage_error
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
 def gunicorn_argv(host: str, port: int, workers: int = 2) -> list[str]:
@@ -22,6 +27,11 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=2)
 
     def handle(self, *args, host, port, workers, **_):
+        # DEBUG pages show settings and source to anyone who can reach the server (a
+        # spoofed Host header gets past ALLOWED_HOSTS, so --host counts too).
+        if settings.DEBUG and not {host, *settings.ALLOWED_HOSTS} <= LOOPBACK:
+            raise usage_error("DEBUG is on and the server would answer other machines "
+                              "(--host or ALLOWED_HOSTS): turn DEBUG off first")
         call_command("collectstatic", interactive=False, verbosity=0)
         self.stdout.write(f"serving on http://{host}:{port}/")
         self.stdout.flush()
