@@ -494,9 +494,11 @@ def test_admins_send_bulk_messages_and_see_each_recipient_sent(app, browser, con
     page.locator("form.bulk-filter").get_by_label("Saved template").select_option(
         label="Flu clinics (SMS)")
     preview(page, **{"Has a mobile number": "Yes"})
-    everyone = FILLERS + 4   # Nora, Dana, Kit and Wendy; Edith died
+    # Dana and Kit; Edith died; Nora and Wendy had this text an hour ago (sent_today).
+    everyone = FILLERS + 2
     expect(page.locator(".recipients")).to_have_text(
         f"{everyone} patients would get this SMS.")
+    expect(page.locator('table.excluded tr[data-reason="sent_today"]')).to_contain_text("2")
     expect(page.locator(".warning")).to_contain_text("another admin must approve it")
     shot(page, "e6-bulk-preview-large")
     confirm(page, everyone, "Create and ask another admin to approve")

@@ -11,7 +11,7 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django_tasks_db.models import DBTaskResult
-from ninja import NinjaAPI, Query, Status
+from ninja import NinjaAPI, Path, Query, Status
 from ninja.openapi.docs import Swagger
 
 from practicesync.appointments.importer import import_appointment_rows
@@ -75,6 +75,12 @@ below with the tag *twilio*.
 class PracticeSyncAPI(NinjaAPI):
     def get_openapi_schema(self, **kwargs):
         schema = super().get_openapi_schema(**kwargs)
+        # ninja documents every response as application/json; errors are sent as problems.
+        for operation in (op for path in schema["paths"].values() for op in path.values()):
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content", {})
+                if int(status) >= 400 and "application/json" in content:
+                    content[problems.MEDIA_TYPE] = content.pop("application/json")
         schema["paths"].update(_twilio_webhooks())
         return schema
 
@@ -111,7 +117,8 @@ problems.install(api)
 
 P = "/practices/{slug}"
 ERRORS = {401: ProblemOut, 404: ProblemOut, 422: ProblemOut, 429: ProblemOut}
-WRITE_ERRORS = {**ERRORS, 403: ProblemOut, 409: ProblemOut}
+# 400: a request body that is not JSON at all.
+WRITE_ERRORS = {**ERRORS, 400: ProblemOut, 403: ProblemOut, 409: ProblemOut}
 
 
 def _page(rows, paging) -> dict:
@@ -145,7 +152,10 @@ def list_patients(request, slug: str, filters: Query[PatientFilters]):
 
 
 @api.get(P + "/patients/{path:pms_id}", response={200: PatientOut, **ERRORS}, tags=["patients"])
-def get_patient(request, slug: str, pms_id: str):
+def get_patient(request, slug: str,
+                # The route's path converter never matches a line break, and PostgreSQL
+                # text never holds a NUL: no such id exists.
+                pms_id: str = Path(..., pattern=r"^[^\n\x00]+$")):
     """One patient by PMS id (which may hold "/")."""
     return get_object_or_404(_patients(scoped(request, slug)), pms_id=pms_id)
 

@@ -2,10 +2,10 @@
 (`practicesync.export/1`, practices/export.py), so the API and the export agree."""
 
 import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 
 from ninja import Field, ModelSchema, Schema
-from pydantic import field_validator
+from pydantic import AfterValidator, field_validator
 
 from practicesync.outreach.models import Channel, Message, Sequence
 from practicesync.patients.models import Patient, SyncRun
@@ -13,6 +13,20 @@ from practicesync.practices.export import PATIENT_KEYS, _sequence
 from practicesync.results.models import ResultGroup
 
 MAX_PAGE = 200
+# The largest number the database compares with an id or takes as an offset (a signed 64-bit
+# integer); a larger one would fail in the database instead of being refused here.
+MAX_INT = 2**63 - 1
+
+
+def _no_nul(value: str) -> str:
+    """PostgreSQL text cannot hold NUL (0x00): such input is invalid, not a server error."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (0x00) characters")
+    return value
+
+
+# Every text the API takes in (query, body): compared with or stored in the database.
+Text = Annotated[str, AfterValidator(_no_nul)]
 
 
 def _none_if_blank(value):
@@ -29,7 +43,7 @@ class Page(Schema):
 
 class Paging(Schema):
     limit: int = Field(50, ge=1, le=MAX_PAGE)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_INT)
 
 
 # --- patients -------------------------------------------------------------------------------
@@ -47,7 +61,7 @@ class PatientPage(Page):
 
 
 class PatientFilters(Paging):
-    q: str | None = Field(None, max_length=100,
+    q: Text | None = Field(None, max_length=100,
                           description="family or given name (contains), PMS id or NHS number "
                                       "(exact)")
     digital: bool | None = None
@@ -85,8 +99,8 @@ class ResultPage(Page):
 
 
 class ResultFilters(Paging):
-    pms_id: str | None = None
-    group_id: int | None = None
+    pms_id: Text | None = None
+    group_id: int | None = Field(None, ge=-MAX_INT, le=MAX_INT)
     eligible: bool | None = None
     performed_from: dt.date | None = None
     performed_to: dt.date | None = None
@@ -142,7 +156,7 @@ class GroupPage(Page):
 
 
 class GroupFilters(Paging):
-    pms_id: str | None = None
+    pms_id: Text | None = None
     state: Literal[tuple(ResultGroup.State.values)] | None = None
     disposition: Literal[tuple(ResultGroup.Disposition.values)] | None = None
     sequence_state: Literal[tuple(Sequence.State.values)] | None = None
@@ -183,18 +197,18 @@ class MessagePage(Page):
 
 
 class MessageFilters(Paging):
-    pms_id: str | None = None
-    group_id: int | None = None
+    pms_id: Text | None = None
+    group_id: int | None = Field(None, ge=-MAX_INT, le=MAX_INT)
     status: Literal[tuple(Message.Status.values)] | None = None
     channel: Literal[tuple(Channel.values)] | None = None
     kind: Literal[tuple(Message.Kind.values)] | None = None
 
 
 class MessageIn(Schema):
-    pms_id: str = Field(min_length=1, max_length=64)
+    pms_id: Text = Field(min_length=1, max_length=64)
     channel: Literal["sms", "email"]
-    body: str = Field(min_length=1, max_length=5000)
-    subject: str = Field("", max_length=200, description="email only")
+    body: Text = Field(min_length=1, max_length=5000)
+    subject: Text = Field("", max_length=200, description="email only")
 
 
 # --- sync runs ------------------------------------------------------------------------------
@@ -242,10 +256,10 @@ class SyncTaskOut(Schema):
 class AppointmentIn(Schema):
     """One booking event, as a row of the appointments CSV. Fields are checked per row
     (like `appointments sync`), so a bad row is reported and the others still apply."""
-    appointment_id: str | None = None
-    pms_id: str | None = None
-    starts_at: str | None = Field(None, description="ISO 8601; practice-local without an offset")
-    status: str | None = Field(None, description="booked, cancelled, dna or attended")
+    appointment_id: Text | None = None
+    pms_id: Text | None = None
+    starts_at: Text | None = Field(None, description="ISO 8601; practice-local without an offset")
+    status: Text | None = Field(None, description="booked, cancelled, dna or attended")
 
 
 class AppointmentsIn(Schema):

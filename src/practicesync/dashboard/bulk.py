@@ -56,6 +56,9 @@ YES_NO = ("yes", "no")
 FILTER_FIELDS = ("digital", "has_mobile", "has_email", "age_min", "age_max", "pms_ids",
                  "family_name_prefix")
 WAITING_FOR_APPROVAL = "Waiting for approval by another admin"
+# A record merged into another by the review queue is history, not a patient to count.
+SELECTABLE_STATUSES = [(v, label) for v, label in Patient.Status.choices
+                       if v != Patient.Status.MERGED]
 PHASE_WORDS = {
     BulkMessage.Phase.DRAFT: "Draft",
     BulkMessage.Phase.APPROVED: "Approved",
@@ -77,7 +80,7 @@ def _filter_form(data) -> tuple[dict, dict, dict]:
     """The filter form as posted (or in the query), the recipient filter it asks for (as
     `normalise_filter` takes it), and field errors."""
     form = {k: data.get(k, "").strip() for k in ("template", *FILTER_FIELDS)}
-    form["status"] = [s for s in data.getlist("status") if s in Patient.Status.values] or [
+    form["status"] = [s for s in data.getlist("status") if s in dict(SELECTABLE_STATUSES)] or [
         Patient.Status.ACTIVE]
     flt, errors = {"status": form["status"]}, {}
     for key in ("digital", "has_mobile", "has_email"):
@@ -116,7 +119,7 @@ def _new_page(request, practice, *, form=None, errors=None, preview=None, chosen
         "practice": practice, "templates": _templates(practice),
         "form": form or _filter_form(QueryDict())[0],
         "errors": errors or {}, "preview": preview, "chosen": chosen,
-        "excluded": preview and excluded_rows(preview["excluded"]), "statuses": Patient.Status.choices,
+        "excluded": preview and excluded_rows(preview["excluded"]), "statuses": SELECTABLE_STATUSES,
         "channels": [(c, CHANNEL_WORDS[c]) for c in DIRECT_CHANNELS],
         "template_form": template_form or {"name": "", "channel": "sms", "subject": "", "body": ""},
         "template_errors": template_errors or {},

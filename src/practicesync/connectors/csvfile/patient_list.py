@@ -15,7 +15,8 @@ def read_patient_list(source: str, profile: Profile) -> Iterator[tuple[int, dict
     or this practice's PMS export when the profile knows it."""
     csv_source = CsvSource(source)
     if "pms_id" in csv_source.header:
-        csv_source.require(("pms_id", "given_name", "family_name", "date_of_birth"))
+        csv_source.require(("pms_id", "given_name", "family_name", "date_of_birth"),
+                           CANONICAL_COLUMNS)
         yield from csv_source
     elif profile.map_list_row and profile.list_export_columns[0] in csv_source.header:
         csv_source.require(profile.list_export_columns)

@@ -11,6 +11,6 @@ REQUIRED = ("result_id", "pms_id", "performed_on", "action")
 
 def read_results(source: str) -> Iterator[tuple[int, dict[str, str]]]:
     csv_source = CsvSource(source)
-    csv_source.require(REQUIRED)
+    csv_source.require(REQUIRED, RESULT_COLUMNS)
     for line, raw in csv_source:
         yield line, {c: (raw.get(c) or "").strip() for c in RESULT_COLUMNS}

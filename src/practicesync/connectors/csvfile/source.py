@@ -40,9 +40,15 @@ class CsvSource:
         except csv.Error as e:
             raise SourceError(f"{source}: line 1: {e}") from e
 
-    def require(self, columns) -> None:
+    def require(self, columns, read=()) -> None:
+        """Refuse the source unless it has each of `columns` once; `read` names the optional
+        columns it is read for, which must not appear twice either (which copy holds the
+        value?)."""
         if missing := [c for c in columns if c not in self.header]:
             raise SourceError(f"{self.source}: missing column(s) {', '.join(missing)}")
+        if twice := [c for c in dict.fromkeys((*columns, *read)) if self.header.count(c) > 1]:
+            raise SourceError(f"{self.source}: column(s) {', '.join(twice)} appear more than "
+                              f"once in the header; which one to read is unclear")
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, str]]]:
         reader = self._reader
@@ -54,9 +60,16 @@ class CsvSource:
                     raise SourceError(f"{self.source}: a quoted field starting before line "
                                       f"{reader.line_num} runs over several lines "
                                       f"(unterminated quote?); nothing from it was applied")
+                if nul := next((k for k, v in raw.items() if isinstance(v, str) and "\x00" in v),
+                               None):
+                    # Never text (a UTF-16 or binary file?), and PostgreSQL cannot store it.
+                    raise SourceError(f"{self.source}: line {reader.line_num}, column {nul}: "
+                                      f"holds a NUL character (0x00); nothing from it was "
+                                      f"applied")
                 yield reader.line_num, raw
         except csv.Error as e:
-            raise SourceError(f"{self.source}: line {reader.line_num}: {e}") from e
+            # The reader counts the lines of the records it finished: the failing one is next.
+            raise SourceError(f"{self.source}: line {reader.line_num + 1}: {e}") from e
 
 
 def source_files(source: str | Path, suffixes: tuple[str, ...]) -> tuple[Path, list[Path]]:

@@ -19,14 +19,13 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
 
-import phonenumbers
-
 from practicesync.connectors.hl7v2.mapping import (
     APPOINTMENT_ID_MAX,
     MAX_LENGTHS,
     PMS_ID_MAX,
     RESULT_ID_MAX,
     TEST_NAME_MAX,
+    is_mobile_number,
 )
 
 from .reader import FhirError, Item
@@ -122,14 +121,6 @@ def _name(patient):
                 names[0] if names else None)
 
 
-def _is_mobile_number(text: str, country: str) -> bool:
-    try:
-        number = phonenumbers.parse(text, country)
-    except phonenumbers.NumberParseException:
-        return False
-    return phonenumbers.number_type(number) == phonenumbers.PhoneNumberType.MOBILE
-
-
 def _contacts(row: dict, patient, country: str) -> None:
     """Phones with use mobile (or system sms) are the mobile; use home, or no use, the home
     phone unless the numbering plan says it is a mobile; work, temp and old ones are not
@@ -142,7 +133,7 @@ def _contacts(row: dict, patient, country: str) -> None:
         if point.system == "email":
             row["email"] = row["email"] or value
         elif point.system in ("phone", "sms"):
-            mobile = point.system == "sms" or point.use == "mobile" or _is_mobile_number(
+            mobile = point.system == "sms" or point.use == "mobile" or is_mobile_number(
                 value, country)
             column = "mobile_phone" if mobile else "home_phone"
             row[column] = row[column] or value

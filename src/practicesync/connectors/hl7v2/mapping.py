@@ -295,7 +295,8 @@ def _number(rep: Repetition) -> str:
     return local
 
 
-def _is_mobile_number(text: str, country: str) -> bool:
+def is_mobile_number(text: str, country: str) -> bool:
+    """A number as a feed writes it (any format) is a mobile in `country`'s numbering plan."""
     try:
         number = phonenumbers.parse(text, country)
     except phonenumbers.NumberParseException:
@@ -320,7 +321,7 @@ def _contacts(row: dict, fields: dict, pid: Segment, country: str) -> None:
             if not text or equipment in ("FX", "BP", "MD", "TDD", "TTY"):
                 continue
             mobile = equipment == "CP" or (equipment in ("PH", "") and number == 13
-                                           and _is_mobile_number(text, country))
+                                           and is_mobile_number(text, country))
             if mobile and not row["mobile_phone"]:
                 row["mobile_phone"], fields["mobile_phone"] = text, pid.name(number)
             elif not mobile and number == 13 and not row["home_phone"]:
