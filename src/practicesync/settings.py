@@ -7,6 +7,9 @@ DEBUG              "1"/"true" to turn on; off otherwise
 ALLOWED_HOSTS      comma-separated; default 127.0.0.1,localhost
 PRACTICESYNC_HTTPS "1" behind HTTPS: secure cookies, HSTS (PRACTICESYNC_HTTPS_REDIRECT too)
 PRACTICESYNC_TASKS_REDIS_URL  redis://host:6379/0 to queue tasks in Redis (deploy/README.md)
+PRACTICESYNC_SQLITE_PRAGMAS   extra "PRAGMA ...;" statements run on each embedded SQLite
+                   connection, after the defaults (tests simulate a full disk with max_page_count
+                   and a read-only database with query_only through it)
 """
 
 import os
@@ -129,7 +132,8 @@ def _database() -> dict:
         # is 2 MB) keeps the indexes of a 100,000-row sync or tick in memory.
         "OPTIONS": {
             "init_command": ("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
-                             "PRAGMA cache_size=-65536;"),
+                             "PRAGMA cache_size=-65536; "
+                             + os.environ.get("PRACTICESYNC_SQLITE_PRAGMAS", "")),
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
         },

@@ -1,0 +1,327 @@
+"""Faults (issue #8): a Patient Sync killed with SIGKILL, its database connection dropped, its
+SQLite database read-only or full. Real `practicesync` processes on a database of their own
+(SQLite in tmp_path, or a new PostgreSQL database when the suite runs on PostgreSQL), checked
+by reading the tables directly: every list row stored once and whole, or not at all.
+
+How the SQLite faults are simulated: the tests run as root, which ignores file modes, so a
+read-only database is `PRAGMA query_only=ON` and a full disk is `PRAGMA max_page_count` set just
+above the database's size, both through PRACTICESYNC_SQLITE_PRAGMAS (settings.py). SQLite then
+fails the writes as a read-only file or a full disk would ("attempt to write a readonly
+database", "database or disk is full")."""
+
+import hashlib
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.factories import list_row, write_list
+
+# Every test here runs real processes.
+pytestmark = pytest.mark.slow
+PG = bool(os.environ.get("DATABASE_URL"))
+FIELDS = ("pms_id", "given_name", "family_name", "date_of_birth")
+
+
+@pytest.fixture
+def database(tmp_path):
+    """Environment for processes on a database of their own, already migrated, with the
+    practice `harbour` permitted to sync."""
+    env = {**os.environ, "PRACTICESYNC_HOME": str(tmp_path / "home")}
+    env.pop("PRACTICESYNC_SQLITE_PRAGMAS", None)
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        env.pop("DATABASE_URL", None)
+        yield prepared(env)
+        return
+    name = f"faults_{uuid.uuid4().hex[:12]}"
+    server = url.rsplit("/", 1)[0]
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield prepared(env | {"DATABASE_URL": f"{server}/{name}"})
+    finally:
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def prepared(env: dict) -> dict:
+    for args in (["migrate", "--verbosity", "0"],
+                 ["practice", "create", "--name", "Harbour", "--pms", "docman10"],
+                 ["practice", "permit", "--practice", "harbour", "--granted-by", "Dr A",
+                  "--dpia-ref", "D1"]):
+        done = cli(env, *args)
+        assert done.returncode == 0, done.stderr[-2000:]
+    return env
+
+
+def command(*args) -> list[str]:
+    return [sys.executable, "-m", "practicesync", *map(str, args)]
+
+
+def cli(env: dict, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(command(*args), env=env, capture_output=True, text=True, timeout=180)
+
+
+def sync_args(source: Path, fmt: str) -> list:
+    return ["patients", "sync", "--practice", "harbour", "--source", source, "--format", fmt,
+            "--json"]
+
+
+def query(env: dict, sql: str) -> list[tuple]:
+    if url := env.get("DATABASE_URL"):
+        with psycopg.connect(url, autocommit=True) as conn:
+            cursor = conn.execute(sql)
+            return cursor.fetchall() if cursor.description else []
+    conn = sqlite3.connect(Path(env["PRACTICESYNC_HOME"]) / "practicesync.sqlite3", timeout=20)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def stored(env: dict) -> list[tuple]:
+    return query(env, f"SELECT {', '.join(FIELDS)} FROM patients_patient ORDER BY id")
+
+
+def runs(env: dict) -> list[tuple]:
+    return query(env, "SELECT id, status FROM patients_syncrun ORDER BY id")
+
+
+def checksum(env: dict) -> str:
+    """Every row of the tables a sync writes, so any change to them shows."""
+    rows = [query(env, f"SELECT * FROM {table} ORDER BY id") for table in
+            ("patients_patient", "patients_syncrun", "audit_auditevent", "patients_reviewitem")]
+    return hashlib.sha256(repr(rows).encode()).hexdigest()
+
+
+def synthetic_rows(n: int, start: int = 0) -> list[dict]:
+    return [list_row(pms_id=f"S{i:05d}", given_name=f"Given{i}", family_name=f"Family{i}",
+                     date_of_birth=f"{1940 + i % 60}-{1 + i % 12:02d}-{1 + i % 28:02d}")
+            for i in range(start, start + n)]
+
+
+def expected(rows: list[dict]) -> dict[str, tuple]:
+    return {r["pms_id"]: tuple(r[f] for f in FIELDS) for r in rows}
+
+
+def assert_whole_or_absent(env: dict, rows: list[dict]) -> set[str]:
+    """No patient twice, none half-written; the pms_ids stored."""
+    want = expected(rows)
+    have = [tuple(str(v) for v in row) for row in stored(env)]
+    pms_ids = [row[0] for row in have]
+    assert len(pms_ids) == len(set(pms_ids)), "a patient was stored twice"
+    assert [row for row in have if want.get(row[0]) != row] == []
+    return set(pms_ids)
+
+
+def write_hl7_folder(folder: Path, rows: list[dict], per_file: int = 100) -> Path:
+    """The rows as ADT^A04 messages, `per_file` to a file, as a PMS's drop folder holds them."""
+    folder.mkdir()
+    for start in range(0, len(rows), per_file):
+        messages = [
+            "\r".join([rf"MSH|^~\&|PMS|RIVERSIDE|PS|PS|20260101120000||ADT^A04|C{r['pms_id']}|P|2.4",
+                       "EVN|A04",
+                       f"PID|1||{r['pms_id']}^^^^PI||{r['family_name']}^{r['given_name']}||"
+                       f"{r['date_of_birth'].replace('-', '')}"]) + "\r"
+            for r in rows[start:start + per_file]]
+        (folder / f"adt{start:05d}.hl7").write_text("".join(messages))
+    return folder
+
+
+# --- kill -9 ---------------------------------------------------------------------------------
+
+ROWS = 3000
+KILLS = 4
+
+
+def wait_for_run(env: dict, known: int, proc: subprocess.Popen, limit: float = 60) -> None:
+    """Until the process has started applying (its SyncRun row exists) or has ended."""
+    deadline = time.monotonic() + limit
+    while proc.poll() is None and time.monotonic() < deadline:
+        if len(runs(env)) > known:
+            return
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "hl7"])
+def test_a_sync_killed_at_any_moment_loses_and_duplicates_no_patient(database, tmp_path, fmt):
+    env = database
+    rows = synthetic_rows(ROWS)
+    source = (write_list(tmp_path / "list.csv", rows) if fmt == "csv"
+              else write_hl7_folder(tmp_path / "adt", rows))
+    rng = random.Random()
+    interrupted = 0
+    for round_ in range(KILLS):
+        known = runs(env)
+        proc = subprocess.Popen(command(*sync_args(source, fmt)), env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Half the kills land anywhere from start-up on, half while the run is applying.
+        if round_ % 2:
+            wait_for_run(env, len(known), proc)
+            time.sleep(rng.uniform(0, 0.4))
+        else:
+            time.sleep(rng.uniform(0.2, 2.0))
+        interrupted += proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        present = assert_whole_or_absent(env, rows)
+        # The list applies in one transaction: all of it or none of it.
+        assert present in (set(), set(expected(rows))), len(present)
+        for run_id, status in runs(env)[len(known):]:
+            # A killed run stays "running" (nothing marks it afterwards); it must never
+            # look like it completed unless its changes are all stored.
+            assert status in ("running", "completed"), status
+            assert status == "running" or present, (run_id, status)
+        if not PG:
+            assert query(env, "PRAGMA integrity_check") == [("ok",)]
+    assert interrupted > 0  # the runs must really have been cut short
+
+    done = cli(env, *sync_args(source, fmt))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert assert_whole_or_absent(env, rows) == set(expected(rows))
+    assert runs(env)[-1][1] == "completed"
+
+
+# --- the database connection dropped ---------------------------------------------------------
+
+def drop_sync_connection(env: dict, proc: subprocess.Popen) -> list:
+    """Once the run's transaction has written patients, an operator ends its backend."""
+    terminated = []
+    deadline = time.monotonic() + 60
+    while not terminated and proc.poll() is None and time.monotonic() < deadline:
+        terminated = query(env, """
+            SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+            WHERE datname = current_database() AND pid <> pg_backend_pid()
+              AND backend_xid IS NOT NULL AND query LIKE '%patients_patient%'""")
+        time.sleep(0.01)
+    return terminated
+
+
+def test_a_dropped_database_connection_fails_the_run_and_stores_nothing(database, tmp_path):
+    if not PG:
+        pytest.skip("PostgreSQL only: an embedded SQLite database has no connection to drop")
+    env = database
+    rows = synthetic_rows(ROWS)
+    source = write_list(tmp_path / "list.csv", rows)
+    proc = subprocess.Popen(command(*sync_args(source, "csv")), env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    terminated = drop_sync_connection(env, proc)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert terminated, "the sync ended before its connection could be dropped"
+
+    assert proc.returncode != 0
+    # psycopg's words depend on what the backend was doing (a COPY, a query) when it ended.
+    assert any(words in stderr for words in (
+        "terminating connection", "server closed the connection", "connection is lost",
+        "connection is closed")), stderr[-2000:]
+    output = stdout + stderr
+    assert not any(r["given_name"] in output or r["pms_id"] in output for r in rows)
+    assert stored(env) == []
+    # The failed rollback closes the connection and the failure is recorded on a new one.
+    [(status, failure)] = query(env, "SELECT status, failure FROM patients_syncrun")
+    assert status == "failed" and failure.startswith("OperationalError("), failure
+
+    done = cli(env, *sync_args(source, "csv"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert assert_whole_or_absent(env, rows) == set(expected(rows))
+
+
+def test_a_dropped_connection_fails_a_queued_sync_and_the_worker_carries_on(database, tmp_path):
+    if not PG:
+        pytest.skip("PostgreSQL only: an embedded SQLite database has no connection to drop")
+    env = database
+    rows = synthetic_rows(ROWS)
+    source = write_list(tmp_path / "list.csv", rows)
+    assert cli(env, "practice", "schedule", "--practice", "harbour", "--source", source
+               ).returncode == 0
+    query(env, "UPDATE practices_practice SET next_sync_due = now() - interval '1 minute'")
+    proc = subprocess.Popen(command("worker", "--once"), env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    terminated = drop_sync_connection(env, proc)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert terminated, "the sync ended before its connection could be dropped"
+
+    # The task fails and is logged; the worker goes on to the other tasks of its pass.
+    assert proc.returncode == 0, stderr[-2000:]
+    tasks = query(env, "SELECT task_path, status, exception_class_path "
+                       "FROM django_tasks_database_dbtaskresult")
+    assert ("practicesync.patients.tasks.nightly_patient_sync", "FAILED",
+            "psycopg.OperationalError") in tasks
+    assert {status for path, status, _ in tasks if "nightly" not in path} == {"SUCCESSFUL"}
+    output = stdout + stderr
+    assert not any(r["given_name"] in output or r["pms_id"] in output for r in rows)
+    assert stored(env) == []
+    [(status, failure)] = query(env, "SELECT status, failure FROM patients_syncrun")
+    assert status == "failed" and failure.startswith("OperationalError("), failure
+
+    done = cli(env, "sync", "now", "--practice", "harbour", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert assert_whole_or_absent(env, rows) == set(expected(rows))
+
+
+# --- read-only database, full disk (SQLite) --------------------------------------------------
+
+sqlite_only = pytest.mark.skipif(PG, reason="SQLite faults: the suite runs on PostgreSQL")
+
+
+@sqlite_only
+def test_a_read_only_database_refuses_the_sync_and_is_left_unchanged(database, tmp_path):
+    env = database
+    first = synthetic_rows(200)
+    assert cli(env, *sync_args(write_list(tmp_path / "first.csv", first), "csv")).returncode == 0
+    before = checksum(env)
+    rows = first + synthetic_rows(500, start=200)
+
+    done = cli(env | {"PRACTICESYNC_SQLITE_PRAGMAS": "PRAGMA query_only=ON;"},
+               *sync_args(write_list(tmp_path / "list.csv", rows), "csv"))
+
+    assert done.returncode == 1
+    assert "attempt to write a readonly database" in done.stderr
+    assert not any(r["given_name"] in done.stderr for r in rows)
+    assert checksum(env) == before
+    assert len(stored(env)) == 200
+
+
+@sqlite_only
+def test_a_full_disk_fails_the_sync_stores_nothing_and_a_rerun_succeeds(database, tmp_path):
+    env = database
+    first = synthetic_rows(200)
+    assert cli(env, *sync_args(write_list(tmp_path / "first.csv", first), "csv")).returncode == 0
+    before = stored(env)
+    [(pages,)] = query(env, "PRAGMA page_count")
+    rows = first + synthetic_rows(ROWS, start=200)
+    source = write_list(tmp_path / "list.csv", rows)
+
+    full = cli(env | {"PRACTICESYNC_SQLITE_PRAGMAS": f"PRAGMA max_page_count={pages + 20};"},
+               *sync_args(source, "csv"))
+
+    assert full.returncode == 1
+    assert "database or disk is full" in full.stderr
+    assert not any(r["given_name"] in full.stderr for r in rows[200:])
+    assert stored(env) == before
+    # The run that failed is on record as failed, with SQLite's reason.
+    assert query(env, "SELECT status, failure FROM patients_syncrun ORDER BY id") == [
+        ("completed", ""), ("failed", "OperationalError('database or disk is full')")]
+
+    done = cli(env, *sync_args(source, "csv"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert assert_whole_or_absent(env, rows) == set(expected(rows))
+
+
+@sqlite_only
+def test_a_database_error_is_reported_in_one_line_naming_the_database(database, tmp_path):
+    env = database | {"PRACTICESYNC_SQLITE_PRAGMAS": "PRAGMA query_only=ON;"}
+    done = cli(env, *sync_args(write_list(tmp_path / "list.csv", synthetic_rows(5)), "csv"))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert "practicesync.sqlite3" in line and "readonly" in line
