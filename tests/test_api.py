@@ -18,46 +18,24 @@ from practicesync.api.auth import spend_request
 from practicesync.api.endpoints import api
 from practicesync.api.models import ApiToken
 from practicesync.audit.models import AuditEvent
-from practicesync.connectors.csvfile.results import RESULT_COLUMNS
 from practicesync.outreach.messaging import send_message
 from practicesync.outreach.models import Message, OutboxEntry, Sequence
 from practicesync.patients.models import Patient, SyncRun
 from practicesync.practices import actions as practice_actions
 from practicesync.practices.export import build_export
 from practicesync.practices.models import Practice
-from practicesync.results.importer import sync_results
 from practicesync.results.models import ResultGroup
 from tests.cli import run, run_json
 from tests.factories import ACTOR, NHS, list_row, make_patient, make_practice, write_list
+from tests.test_outreach_pages import follow_ups
 
 UTC = dt.UTC
 PROBLEM = "application/problem+json"
 
 
-def result(result_id, pms_id="P1", action="Non-Urgent Appointment", performed="2026-11-18"):
-    row = dict.fromkeys(RESULT_COLUMNS, "")
-    row.update(result_id=result_id, pms_id=pms_id, test_name="FBC", performed_on=performed,
-               reported_on="2026-11-20", actioned_on="2026-11-20", action=action,
-               filed_under="Investigation Report")
-    return row
-
-
 @pytest.fixture
 def harbour(au_practice, tmp_path):
-    """Ann with a paused template sequence, Bo with a checklist group, Cy deceased."""
-    au_practice.booking_url = "https://book.example.org/harbour"
-    au_practice.save()
-    make_patient(au_practice, pms_id="P1", given_name="Ann", family_name="Lee",
-                 mobile_phone="+61412345678", email="ann@example.org")
-    make_patient(au_practice, pms_id="P2", given_name="Bo", family_name="Tran",
-                 mobile_phone="+61412345679")
-    make_patient(au_practice, pms_id="P3", given_name="Cy", family_name="Ward",
-                 status=Patient.Status.DECEASED, mobile_phone="+61412345670")
-    path = write_list(tmp_path / "results.csv",
-                      [result("R1"), result("R2", pms_id="P2", action="Nurse to Advise")],
-                      RESULT_COLUMNS)
-    assert sync_results(practice=au_practice, source=str(path), actor=ACTOR).errors == []
-    return au_practice
+    return follow_ups(au_practice, tmp_path)
 
 
 @pytest.fixture

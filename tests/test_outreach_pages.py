@@ -45,23 +45,27 @@ def buttons(row: str) -> list[str]:
     return re.findall(r"<button[^>]*>([^<]*)</button>", row)
 
 
-@pytest.fixture
-def bp(au_practice, tmp_path):
-    """Harbour (Best Practice): Ann with a paused template sequence, Bo with a checklist
-    group, Cy deceased with no address to write to."""
-    au_practice.booking_url = "https://book.example.org/harbour"
-    au_practice.save()
-    make_patient(au_practice, pms_id="P1", given_name="Ann", family_name="Lee",
+def follow_ups(practice, tmp_path):
+    """A Best Practice practice with Ann (a paused template sequence), Bo (a checklist
+    group) and Cy (deceased, with no address to write to)."""
+    practice.booking_url = "https://book.example.org/harbour"
+    practice.save()
+    make_patient(practice, pms_id="P1", given_name="Ann", family_name="Lee",
                  mobile_phone="+61412345678", email="ann@example.org")
-    make_patient(au_practice, pms_id="P2", given_name="Bo", family_name="Tran",
+    make_patient(practice, pms_id="P2", given_name="Bo", family_name="Tran",
                  mobile_phone="+61412345679")
-    make_patient(au_practice, pms_id="P3", given_name="Cy", family_name="Ward",
+    make_patient(practice, pms_id="P3", given_name="Cy", family_name="Ward",
                  status=Patient.Status.DECEASED, mobile_phone="+61412345670")
     path = write_list(tmp_path / "results.csv",
                       [result("R1"), result("R2", pms_id="P2", action="Nurse to Advise")],
                       RESULT_COLUMNS)
-    assert sync_results(practice=au_practice, source=str(path), actor=ACTOR).errors == []
-    return au_practice
+    assert sync_results(practice=practice, source=str(path), actor=ACTOR).errors == []
+    return practice
+
+
+@pytest.fixture
+def bp(au_practice, tmp_path):
+    return follow_ups(au_practice, tmp_path)
 
 
 @pytest.fixture
