@@ -27,7 +27,7 @@ from practicesync.connectors.csvfile.results import RESULT_COLUMNS
 from practicesync.outreach.messaging import send_message
 from practicesync.results.importer import sync_results
 from tests.factories import ACTOR, make_patient, make_practice, write_list
-from tests.test_api import result
+from tests.test_outreach_pages import result
 
 EXAMPLES = 300 if os.environ.get("HYPOTHESIS_PROFILE") == "soak" else 25
 
