@@ -63,6 +63,13 @@ def log_in_by_form(client, email, password=PASSWORD, next_path="/"):
                                          "next": next_path})
 
 
+def past_the_password(email) -> Client:
+    """A new browser session that has just passed the password step as `email`."""
+    client = csrf_client()
+    log_in_by_form(client, email)
+    return client
+
+
 def code_for(device: TOTPDevice, offset_steps: int = 0) -> str:
     totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
     totp.time = totp.time + offset_steps * device.step
@@ -210,19 +217,16 @@ def test_admin_enrols_logs_out_and_must_verify_at_the_next_login(admin, practice
 
 @pytest.mark.django_db
 def test_a_backup_code_works_once_only(admin, practice):
-    client = csrf_client()
-    log_in_by_form(client, ADMIN)
+    client = past_the_password(ADMIN)
     _, codes = enrol(client)
-    client = csrf_client()
-    log_in_by_form(client, ADMIN)
+    client = past_the_password(ADMIN)
     used = second_step(client, codes[0].upper()[:4] + " " + codes[0][4:])
     assert used.status_code == 302
     assert StaticToken.objects.filter(device__user=admin).count() == 9
     assert AuditEvent.objects.filter(action="mfa.backup_code_used",
                                      detail__backup_codes_left=9).exists()
 
-    client = csrf_client()
-    log_in_by_form(client, ADMIN)
+    client = past_the_password(ADMIN)
     again = second_step(client, codes[0])
     assert again.status_code == 200 and "That code did not match" in again.content.decode()
     assert second_step(client, codes[1]).status_code == 302
@@ -230,11 +234,9 @@ def test_a_backup_code_works_once_only(admin, practice):
 
 @pytest.mark.django_db
 def test_five_wrong_codes_end_the_session_and_lock_the_login(admin, practice):
-    client = csrf_client()
-    log_in_by_form(client, ADMIN)
+    client = past_the_password(ADMIN)
     device, _ = enrol(client)
-    client = csrf_client()
-    log_in_by_form(client, ADMIN)
+    client = past_the_password(ADMIN)
     wrong = wrong_code(device)
     for _ in range(4):
         assert second_step(client, wrong).status_code == 200
@@ -250,11 +252,9 @@ def test_five_wrong_codes_end_the_session_and_lock_the_login(admin, practice):
 
 @pytest.mark.django_db
 def test_the_throttle_asks_to_wait_after_a_wrong_code(admin, settings):
-    client = csrf_client()
-    log_in_by_form(client, ADMIN)
+    client = past_the_password(ADMIN)
     device, _ = enrol(client)
-    client = csrf_client()
-    log_in_by_form(client, ADMIN)
+    client = past_the_password(ADMIN)
     settings.OTP_TOTP_THROTTLE_FACTOR = 60
     second_step(client, wrong_code(device))
     throttled = second_step(client, code_for(device))
@@ -328,8 +328,7 @@ def test_practice_switcher_lists_the_users_other_practices_only(practice):
 
 @pytest.mark.django_db
 def test_mfa_reset_command_removes_devices_and_lifts_the_lockout(admin, practice):
-    client = csrf_client()
-    log_in_by_form(client, ADMIN)
+    client = past_the_password(ADMIN)
     enrol(client)
     for _ in range(5):
         log_in_by_form(csrf_client(), ADMIN, "wrong")
@@ -357,11 +356,9 @@ def test_mfa_reset_command_removes_devices_and_lifts_the_lockout(admin, practice
 def test_audit_events_never_hold_codes_or_keys(admin, practice):
     harbour = make_practice(slug="harbour", pms="bestpractice")
     add_staff(actor=ACTOR, practice=harbour, email=ADMIN, role="clinician")
-    client = csrf_client()
-    log_in_by_form(client, ADMIN)
+    client = past_the_password(ADMIN)
     device, codes = enrol(client)
-    client = csrf_client()
-    log_in_by_form(client, ADMIN)
+    client = past_the_password(ADMIN)
     wrong = wrong_code(device)
     second_step(client, wrong)
     second_step(client, codes[0])
