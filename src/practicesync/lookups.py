@@ -21,8 +21,13 @@ class Among(Lookup):
         lhs, params = self.process_lhs(compiler, connection)
         if not self.rhs:
             raise EmptyResultSet
-        # Not "= ANY(%s)" with one array on PostgreSQL: the driver may type a list of ints
-        # as numeric[], and the column then loses its index.
+        if connection.vendor == "postgresql":
+            # One array parameter, cast to the column's own type: without the cast the driver
+            # may send a list of ints as numeric[] and the column loses its index; with one
+            # parameter per value, the driver spends longer splitting the query than the
+            # server running it.
+            db_type = self.lhs.output_field.db_type(connection)
+            return f"{lhs} = ANY(%s::{db_type}[])", [*params, self.rhs]
         return f"{lhs} IN ({', '.join(['%s'] * len(self.rhs))})", [*params, *self.rhs]
 
 

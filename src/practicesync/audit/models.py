@@ -28,19 +28,22 @@ class AuditEvent(models.Model):
     """Who did what, when and why. Never updated or deleted (docs/adr/0016)."""
 
     # Indexes are few on purpose: a tick or a sync writes one event per change, 100,000 at a
-    # time. The audit log reads by practice and time, and by patient.
+    # time. The audit log reads by practice and time, and by patient. The references are
+    # plain ids in the database (no foreign key check per event, docs/adr/0019); PROTECT
+    # still keeps the ORM from deleting what the log names.
     practice = models.ForeignKey(Practice, on_delete=models.PROTECT, related_name="audit_events",
-                                 db_index=False)
+                                 db_index=False, db_constraint=False)
     at = models.DateTimeField()
     actor = models.CharField(max_length=200)
     action = models.CharField(max_length=60)
     why = models.CharField(max_length=200, blank=True)
     patient = models.ForeignKey(
-        "patients.Patient", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        "patients.Patient", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        db_constraint=False,
     )
     sync_run = models.ForeignKey(
         "patients.SyncRun", null=True, blank=True, on_delete=models.PROTECT, related_name="events",
-        db_index=False,
+        db_index=False, db_constraint=False,
     )
     # For patient changes: [{"field", "old", "new", "rule"}, ...]
     detail = models.JSONField(default=dict)

@@ -220,12 +220,15 @@ class PracticeFacts:
                 starts_at__gte=self.now - STALE_BOOKING).values_list("patient_id", flat=True))
         out = {}
         for pid, p in patients.items():
-            addresses = {"sms": p["mobile_phone"], "email": p["email"], "push": push.get(pid)}
+            opted_out = frozenset()
+            if self.opted_out:
+                addresses = {"sms": p["mobile_phone"], "email": p["email"], "push": push.get(pid)}
+                opted_out = frozenset(c for c, a in addresses.items()
+                                      if a and (c, a) in self.opted_out)
             out[pid] = (p, Recipient(
                 status=p["status"], age=_age(p["date_of_birth"], self.today),
                 mobile=p["mobile_phone"], email=p["email"], push=push.get(pid),
-                opted_out=frozenset(c for c, a in addresses.items()
-                                    if a and (c, a) in self.opted_out),
+                opted_out=opted_out,
                 shared_mobile=p["mobile_phone"] in self.shared_mobiles,
                 booked=pid in booked))
         return out

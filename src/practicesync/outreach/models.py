@@ -57,7 +57,8 @@ class Sequence(models.Model):
 
     LIVE = (State.TO_ACTION_PAUSED, State.ACTIVE, State.PAUSED_BOOKING)
 
-    practice = models.ForeignKey(Practice, on_delete=models.PROTECT, related_name="sequences")
+    practice = models.ForeignKey(Practice, on_delete=models.PROTECT, related_name="sequences",
+                                 db_index=False)  # sequence_due begins with it
     group = models.OneToOneField(ResultGroup, on_delete=models.PROTECT, related_name="sequence")
     template = models.ForeignKey(ResultsTemplate, on_delete=models.PROTECT)
     state = models.CharField(max_length=20, choices=State.choices)
@@ -74,7 +75,10 @@ class Sequence(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        indexes = [models.Index(fields=["state", "due_at"], name="sequence_due")]
+        # The worker's queue, in the order it takes it: a batch is read from the index alone,
+        # without sorting every due sequence of the practice first.
+        indexes = [models.Index(fields=["practice", "state", "due_at", "id"],
+                                name="sequence_due_in_practice")]
 
 
 class Message(models.Model):
@@ -117,7 +121,7 @@ class Message(models.Model):
     subject = models.CharField(max_length=200, blank=True)
     body = models.TextField()
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    idempotency_key = models.CharField(max_length=100, unique=True)
+    idempotency_key = models.CharField(max_length=100)  # unique: see Meta
     attempts = models.PositiveSmallIntegerField(default=0)
     # queued: not before this; sending: the worker's claim runs out at this time.
     not_before = models.DateTimeField()
@@ -131,6 +135,10 @@ class Message(models.Model):
 
     class Meta:
         ordering = ["id"]
+        # A constraint rather than unique=True: on PostgreSQL that would add a second index
+        # for LIKE queries, which nothing runs, written on every send.
+        constraints = [models.UniqueConstraint(fields=["idempotency_key"],
+                                               name="message_idempotency_key")]
         indexes = [
             # The work queue: a practice's queued messages by time.
             models.Index(fields=["practice", "status", "not_before"], name="message_queue"),
@@ -216,7 +224,7 @@ class OutboxEntry(models.Model):
     call (never deduplicated here, so a double send would show as two rows)."""
 
     practice = models.ForeignKey(Practice, on_delete=models.CASCADE, related_name="outbox")
-    idempotency_key = models.CharField(max_length=100, db_index=True)
+    idempotency_key = models.CharField(max_length=100)
     channel = models.CharField(max_length=10, choices=Channel.choices)
     to = models.CharField(max_length=2000)
     subject = models.CharField(max_length=200, blank=True)
@@ -225,6 +233,8 @@ class OutboxEntry(models.Model):
 
     class Meta:
         ordering = ["id"]
+        # Not db_index=True, which on PostgreSQL adds a LIKE index as well.
+        indexes = [models.Index(fields=["idempotency_key"], name="outbox_key")]
 
 
 BULK_CHANNELS = (Channel.SMS, Channel.EMAIL)

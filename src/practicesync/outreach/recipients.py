@@ -40,20 +40,26 @@ class Plan(NamedTuple):
     opted_out: bool = False
 
 
+# The channel first, then the others in FALLBACK_ORDER; a tick plans 100,000 steps.
+_CANDIDATES = {channel: (channel, *[c for c in FALLBACK_ORDER if c != channel])
+               for channel in FALLBACK_ORDER}
+_ADDRESS_FIELD = {"sms": "mobile", "email": "email", "push": "push"}
+_NO_ADDRESS = {"sms": "no mobile number", "email": "no email address",
+               "push": "no app subscription"}
+
+
 def _why_not(channel: str, r: Recipient, policy: Policy) -> str | None:
-    address = {"sms": r.mobile, "email": r.email, "push": r.push}[channel]
-    if not address:
-        return {"sms": "no mobile number", "email": "no email address",
-                "push": "no app subscription"}[channel]
-    if channel in r.opted_out:
+    if not _address(channel, r):
+        return _NO_ADDRESS[channel]
+    if r.opted_out and channel in r.opted_out:
         return f"opted out of {channel}"
     if channel in ("sms", "push") and r.age < policy.min_age_sms:
         return f"under {policy.min_age_sms}: no {channel}"
     return None
 
 
-def _address(channel: str, r: Recipient) -> str:
-    return {"sms": r.mobile, "email": r.email, "push": r.push}[channel]
+def _address(channel: str, r: Recipient) -> str | None:
+    return getattr(r, _ADDRESS_FIELD[channel])
 
 
 def _generic(channel: str, r: Recipient, policy: Policy) -> bool:
@@ -73,7 +79,7 @@ def plan_step(*, channel: str, condition: str, recipient: Recipient, policy: Pol
     if channel in ("call", "letter"):
         return Plan("task", channel=channel, reason="template step")
     reasons = []
-    for candidate in (channel, *[c for c in FALLBACK_ORDER if c != channel]):
+    for candidate in _CANDIDATES[channel]:
         if candidate in exclude:
             reasons.append(f"{candidate}: failed")
             continue

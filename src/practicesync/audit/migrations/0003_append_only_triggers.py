@@ -1,7 +1,8 @@
 """The database refuses UPDATE and DELETE on audit events, whatever the client (docs/adr/0016).
 
 Written by hand: Django has no trigger operation. On SQLite, a later migration that rebuilds
-audit_auditevent (most AlterField) drops these triggers and must create them again;
+audit_auditevent (most AlterField) drops these triggers and must create them again with
+drop_triggers() and create_triggers() around it (as 0004 does);
 tests/test_audit_append_only.py fails until it does."""
 
 from django.db import migrations
@@ -35,6 +36,14 @@ def _run(postgresql, sqlite):
     return run
 
 
+def create_triggers() -> migrations.RunPython:
+    return migrations.RunPython(_run(POSTGRESQL, SQLITE), _run(POSTGRESQL_UNDO, SQLITE_UNDO))
+
+
+def drop_triggers() -> migrations.RunPython:
+    return migrations.RunPython(_run(POSTGRESQL_UNDO, SQLITE_UNDO), _run(POSTGRESQL, SQLITE))
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -42,5 +51,5 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(_run(POSTGRESQL, SQLITE), _run(POSTGRESQL_UNDO, SQLITE_UNDO)),
+        create_triggers(),
     ]
