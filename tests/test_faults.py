@@ -177,8 +177,8 @@ def test_a_sync_killed_at_any_moment_loses_and_duplicates_no_patient(database, t
         # The list applies in one transaction: all of it or none of it.
         assert present in (set(), set(expected(rows))), len(present)
         for run_id, status in runs(env)[len(known):]:
-            # A killed run stays "running" (nothing marks it afterwards); it must never
-            # look like it completed unless its changes are all stored.
+            # A killed run is left "running" until the next sync sees its process gone; it
+            # must never look like it completed unless its changes are all stored.
             assert status in ("running", "completed"), status
             assert status == "running" or present, (run_id, status)
         if not PG:
@@ -189,6 +189,10 @@ def test_a_sync_killed_at_any_moment_loses_and_duplicates_no_patient(database, t
     assert done.returncode == 0, done.stderr[-2000:]
     assert assert_whole_or_absent(env, rows) == set(expected(rows))
     assert runs(env)[-1][1] == "completed"
+    # The killed runs are closed as interrupted: none is left "running" for staff to wait on.
+    failures = dict(query(env, "SELECT id, failure FROM patients_syncrun WHERE status = 'failed'"))
+    assert "running" not in {status for _, status in runs(env)}
+    assert all(f.startswith("interrupted: the process applying it ended") for f in failures.values())
 
 
 # --- the database connection dropped ---------------------------------------------------------

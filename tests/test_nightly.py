@@ -123,3 +123,55 @@ def test_a_crash_while_queueing_keeps_the_night_due(practice, tmp_path, monkeypa
         enqueue_due_syncs(dt.datetime(2026, 11, 23, 2, 5, tzinfo=UTC))
     practice.refresh_from_db()
     assert practice.next_sync_due == dt.datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("failures, wait", [
+    (0, None), (1, dt.timedelta(minutes=15)), (2, dt.timedelta(hours=1)),
+    (3, dt.timedelta(hours=4)), (4, None), (9, None)])
+def test_a_failed_night_is_retried_three_times(failures, wait):
+    from practicesync.patients.tasks import retry_after
+
+    assert retry_after(failures) == wait
+
+
+def test_a_failed_nightly_run_is_tried_again_the_same_night(transactional_db, practice, tmp_path):
+    from django.utils import timezone
+
+    from practicesync.patients.tasks import NIGHTLY, retry_failed_night
+
+    path = tmp_path / "late.csv"  # the PMS export is not there yet
+    actions.schedule_nightly_sync(actor="t", practice=practice, source=str(path),
+                                  now=dt.datetime(2020, 1, 1, tzinfo=UTC))
+    before = timezone.now()
+    run("worker", "--once")
+    practice.refresh_from_db()
+    assert SyncRun.objects.get().status == "failed"
+    # Fifteen minutes on, not tomorrow night.
+    assert (before + dt.timedelta(minutes=15) <= practice.next_sync_due
+            <= timezone.now() + dt.timedelta(minutes=15))
+
+    # Due again: the worker takes the retry, and this time the export is there.
+    write_list(path, [list_row(pms_id="P1")])
+    Practice.objects.filter(id=practice.id).update(next_sync_due=before)
+    run("worker", "--once")
+    assert list(SyncRun.objects.order_by("id").values_list("status", flat=True)) == [
+        "failed", "completed"]
+    assert Patient.objects.filter(practice=practice).count() == 1
+    practice.refresh_from_db()
+    assert practice.next_sync_due > timezone.now() + dt.timedelta(hours=1)  # tomorrow's slot
+
+    # Four failures in a night: no fifth try until the next night.
+    now = timezone.now()
+    for minutes in (4, 3, 2, 1):
+        SyncRun.objects.create(practice=practice, source="x", triggered_by=NIGHTLY,
+                               status="failed", started_at=now - dt.timedelta(minutes=minutes))
+    assert retry_failed_night(practice, now=now) is None
+    # Last night's failures do not use up tonight's first retry.
+    tomorrow = now + dt.timedelta(hours=24)
+    Practice.objects.filter(id=practice.id).update(next_sync_due=tomorrow + dt.timedelta(hours=23))
+    SyncRun.objects.create(practice=practice, source="x", triggered_by=NIGHTLY, status="failed",
+                           started_at=tomorrow - dt.timedelta(minutes=1))
+    assert retry_failed_night(practice, now=tomorrow) == tomorrow + dt.timedelta(minutes=15)
+    # A retry is never put after the next night's own slot.
+    Practice.objects.filter(id=practice.id).update(next_sync_due=tomorrow + dt.timedelta(minutes=5))
+    assert retry_failed_night(practice, now=tomorrow) is None

@@ -282,3 +282,42 @@ def test_a_refused_run_counts_nothing(practice, tmp_path):
     report = sync(practice, write_list(tmp_path / "b.csv", rows[:5]))
     assert report.status == "refused_truncated" and set(report.summary.values()) == {0}
     assert SyncRun.objects.get(id=report.run_id).counts["updated"] == 0
+
+
+def test_a_run_whose_process_is_gone_is_closed_as_interrupted(practice):
+    import socket
+    import subprocess
+    import sys
+
+    from django.utils import timezone
+
+    from practicesync.patients.sync import FOREIGN_RUN_LIMIT, close_interrupted_runs
+    from practicesync.runtime.processes import this_process
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    now = timezone.now()
+    host = socket.gethostname()
+
+    def running(owner, started_at=now):
+        return SyncRun.objects.create(practice=practice, source="list.csv", triggered_by="t",
+                                      owner=owner, started_at=started_at).id
+
+    killed = running(f"{host}:{gone.pid}:1")
+    reused_pid = running(f"{host}:{this_process().split(':')[1]}:1")  # same pid, other start
+    alive = running(this_process())
+    elsewhere = running("other-host:42:7")
+    elsewhere_long = running("other-host:43:7", now - FOREIGN_RUN_LIMIT - dt.timedelta(minutes=1))
+    other_practice = SyncRun.objects.create(
+        practice=make_practice(), source="x", triggered_by="t",
+        owner=f"{host}:{gone.pid}:1", started_at=now).id
+
+    assert close_interrupted_runs(practice=practice, now=now) == 3
+    status = dict(SyncRun.objects.values_list("id", "status"))
+    assert {k: status[k] for k in (killed, reused_pid, alive, elsewhere, elsewhere_long,
+                                   other_practice)} == {
+        killed: "failed", reused_pid: "failed", alive: "running", elsewhere: "running",
+        elsewhere_long: "failed", other_practice: "running"}
+    assert "its process is gone" in SyncRun.objects.get(id=killed).failure
+    assert "no word from other-host:43:7" in SyncRun.objects.get(id=elsewhere_long).failure
+    assert close_interrupted_runs(now=now) == 1  # every practice: the worker's pass

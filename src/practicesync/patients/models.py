@@ -106,6 +106,9 @@ class SyncRun(models.Model):
     failure = models.TextField(blank=True)
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
+    # "host:pid:start" of the process applying it (runtime/processes.py): a run whose process
+    # is gone was interrupted (sync.close_interrupted_runs).
+    owner = models.CharField(max_length=300, blank=True)
 
     class Meta:
         ordering = ["-started_at"]

@@ -3,6 +3,8 @@
 Deciding lives in reconcile/matching/merge (pure); this module loads, writes and audits.
 """
 
+import datetime as dt
+import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,11 +22,14 @@ from practicesync.connectors.profiles import get_profile
 from practicesync.outreach.actions import stop_sequences_of
 from practicesync.practices.access import require_sync_permission
 from practicesync.practices.models import Practice
+from practicesync.runtime.processes import is_alive, this_process
 
 from .matching import Review
 from .models import NotSamePerson, Patient, ReviewItem, SyncRun
 from .reconcile import Plan, plan_sync
 from .rows import RECORD_FIELDS, PatientRecord, check_rows
+
+log = logging.getLogger(__name__)
 
 BATCH = 2000
 Progress = Callable[[str, int, int], None]
@@ -77,6 +82,7 @@ def sync_patient_list(*, practice: Practice, source: str, actor: str, dry_run: b
     it was and the next run pulls the same Patients again (re-applying them is harmless);
     a dry run never moves it."""
     require_sync_permission(practice)
+    close_interrupted_runs(practice=practice)
     started = timezone.now()
     profile = get_profile(practice.pms)
     records = load_records(practice)
@@ -135,7 +141,8 @@ def sync_patient_list(*, practice: Practice, source: str, actor: str, dry_run: b
 
     run = SyncRun.objects.create(practice=practice, source=source, triggered_by=actor,
                                  kind="patients_partial" if partial else "patients",
-                                 allow_drop_reason=allow_drop_reason, started_at=started)
+                                 allow_drop_reason=allow_drop_reason, started_at=started,
+                                 owner=this_process())
     try:
         with transaction.atomic():
             if plan.refused:
@@ -187,6 +194,35 @@ def record_failed_run(*, practice: Practice, source: str, actor: str, failure: s
                                  status=SyncRun.Status.FAILED, failure=failure,
                                  started_at=started or timezone.now(), finished_at=timezone.now())
     return SyncReport(run.status, empty_summary(), run_id=run.id, failure=failure)
+
+
+# A run on another host is taken to have been interrupted when it has been "running" this
+# long: a 100,000-patient list applies in well under a minute.
+FOREIGN_RUN_LIMIT = dt.timedelta(hours=6)
+INTERRUPTED = ("interrupted: the process applying it ended without finishing ({how}); a "
+               "run applies in one transaction, so nothing of it was stored")
+
+
+def close_interrupted_runs(*, practice: Practice | None = None, now=None) -> int:
+    """Runs left "running" by a process that was killed or crashed are marked failed, so
+    staff never see a sync "running" for ever. Returns how many."""
+    now = now or timezone.now()
+    running = SyncRun.objects.filter(status=SyncRun.Status.RUNNING)
+    if practice is not None:
+        running = running.filter(practice=practice)
+    closed = 0
+    for run_id, owner, started_at in running.values_list("id", "owner", "started_at"):
+        alive = is_alive(owner)
+        if alive is False:
+            how = "its process is gone"
+        elif alive is None and started_at < now - FOREIGN_RUN_LIMIT:
+            how = f"no word from {owner or 'its process'} for {FOREIGN_RUN_LIMIT}"
+        else:
+            continue
+        closed += SyncRun.objects.filter(id=run_id, status=SyncRun.Status.RUNNING).update(
+            status=SyncRun.Status.FAILED, failure=INTERRUPTED.format(how=how), finished_at=now)
+        log.warning("sync run=%s interrupted (%s)", run_id, how)
+    return closed
 
 
 def _apply(practice: Practice, run: SyncRun, plan: Plan, actor: str, progress) -> None:

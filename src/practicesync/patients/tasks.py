@@ -1,5 +1,6 @@
 """Background work for Patient Sync: the nightly run of each practice."""
 
+import datetime as dt
 import logging
 
 from django.db import transaction
@@ -11,15 +12,58 @@ from practicesync.practices.access import SyncNotPermitted
 from practicesync.practices.actions import next_nightly_run
 from practicesync.practices.models import Practice
 
+from .models import SyncRun
 from .sync import SyncReport, record_failed_run, sync_patient_list
 
 log = logging.getLogger(__name__)
 NIGHTLY = "system:nightly"
 
 
+# A nightly run that fails (the export not there yet, the PMS database down) is tried again
+# after these waits, then not until the next night; every try is a run staff can see.
+NIGHTLY_RETRIES = (dt.timedelta(minutes=15), dt.timedelta(hours=1), dt.timedelta(hours=4))
+RETRY_WINDOW = dt.timedelta(hours=12)
+
+
 @task()
 def nightly_patient_sync(practice_id: int) -> dict:
-    return run_configured_sync(Practice.objects.get(id=practice_id), actor=NIGHTLY).as_json()
+    practice = Practice.objects.get(id=practice_id)
+    report = run_configured_sync(practice, actor=NIGHTLY)
+    if report.status == SyncRun.Status.FAILED:
+        retry_failed_night(practice, now=timezone.now())
+    return report.as_json()
+
+
+def retry_after(failures_in_a_row: int) -> dt.timedelta | None:
+    """How long after the latest of `failures_in_a_row` failed nightly runs to try again;
+    None: wait for the next night."""
+    if 1 <= failures_in_a_row <= len(NIGHTLY_RETRIES):
+        return NIGHTLY_RETRIES[failures_in_a_row - 1]
+    return None
+
+
+def retry_failed_night(practice: Practice, *, now) -> dt.datetime | None:
+    """Bring the practice's next sync forward for a retry (never later than its next night).
+    Returns when, or None when the retries are used up."""
+    # This night's runs only: the window ends well before the night before.
+    latest = SyncRun.objects.filter(practice=practice, triggered_by=NIGHTLY,
+                                    started_at__gte=now - RETRY_WINDOW).order_by(
+        "-started_at", "-id").values_list("status", flat=True)[:len(NIGHTLY_RETRIES) + 2]
+    failures = 0
+    for status in latest:
+        if status != SyncRun.Status.FAILED:
+            break
+        failures += 1
+    wait = retry_after(failures)
+    if wait is None:
+        return None
+    when = now + wait
+    moved = Practice.objects.filter(id=practice.id, next_sync_due__gt=when).update(
+        next_sync_due=when)
+    if moved:
+        log.info("practice=%s nightly sync failed %s time(s); retry at %s", practice.id,
+                 failures, when.isoformat())
+    return when if moved else None
 
 
 @task()

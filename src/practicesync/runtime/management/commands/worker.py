@@ -9,6 +9,7 @@ from django_tasks_db.management.commands.db_worker import Worker
 
 from practicesync.connectors.hl7v2.inbox import process_all_inboxes
 from practicesync.outreach.tasks import enqueue_tick
+from practicesync.patients.sync import close_interrupted_runs
 from practicesync.patients.tasks import enqueue_due_syncs
 from practicesync.practices.tasks import enqueue_due_purges
 
@@ -48,6 +49,7 @@ class Command(BaseCommand):
         self.stdout.write(f"worker {worker_id} started")
         while self.running:
             close_old_connections()
+            close_interrupted_runs()  # left "running" by a killed worker or CLI
             queued = enqueue_due_syncs()
             if queued:
                 self.stdout.write(f"queued nightly sync for practice ids {queued}")
