@@ -240,3 +240,29 @@ def test_the_redis_worker_stops_cleanly_on_sigterm(tmp_path, redis_queue, monkey
     finally:
         if proc.poll() is None:
             kill_leftovers(proc)
+
+
+@pytest.mark.slow
+def test_with_redis_sync_now_and_the_tick_wait_in_the_queue_once(transactional_db, practice,
+                                                                   tmp_path, redis_queue):
+    from practicesync.outreach.tasks import enqueue_tick
+    from tests.factories import make_practice
+    from tests.test_api import Api, token
+
+    path = write_list(tmp_path / "l.csv", [list_row(pms_id="P1")])
+    actions.schedule_nightly_sync(actor="t", practice=practice, source=str(path))
+    client = Api(token(practice, name="bridge"), practice.slug)
+    status, queued, _ = client.post("sync-runs")
+    assert status == 202 and client.post("sync-runs")[1]["task_id"] == queued["task_id"]
+    assert (enqueue_tick(), enqueue_tick()) == (True, False)
+    assert redis_queue.llen("rq:queue:default") == 2  # one sync, one tick
+    # The status comes from Redis; another practice's token cannot see the task.
+    assert client.call("get", queued["task_url"], raw_url=True)[1]["status"] == "READY"
+    other = make_practice()
+    assert Api(token(other), other.slug).get(f"sync-tasks/{queued['task_id']}")[0] == 404
+    assert run("worker", "--once")[0] == 0
+    status, task, _ = client.call("get", queued["task_url"], raw_url=True)
+    assert status == 200 and task["status"] == "SUCCESSFUL"
+    assert SyncRun.objects.get(id=task["sync_run_id"]).triggered_by == "api:bridge"
+    assert client.get("sync-tasks/not-a-task")[0] == 404
+    assert not DBTaskResult.objects.exists()

@@ -4,13 +4,14 @@ Views are thin: they scope every query to the token's practice, and writes go th
 same actions as the dashboard and the CLI, with `api:<token name>` as the actor. See
 docs/adr/0015-rest-api.md."""
 
-import uuid
+from typing import Annotated
 
 from django.db.models import Exists, OuterRef, Q
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from django_tasks_db.models import DBTaskResult
+from django_tasks import TaskResultStatus
+from django_tasks.exceptions import TaskResultDoesNotExist
 from ninja import NinjaAPI, Path, Query, Status
 from ninja.openapi.docs import Swagger
 
@@ -329,11 +330,17 @@ def get_sync_run(request, slug: str, run_id: int):
 
 
 @api.get(P + "/sync-tasks/{task_id}", response={200: SyncTaskOut, **ERRORS}, tags=["sync"])
-def get_sync_task(request, slug: str, task_id: uuid.UUID):
+def get_sync_task(request, slug: str,
+                  # A UUID with the database queue, 32 letters and digits with Redis.
+                  task_id: Annotated[str, Path(..., pattern=r"^[A-Za-z0-9-]{1,64}$")]):
     """A sync asked for through the API: queued, running, or done with its run's id."""
     practice = scoped(request, slug)
-    task = get_object_or_404(DBTaskResult, id=task_id, task_path=patient_sync_now.module_path)
-    if task.args_kwargs.get("kwargs", {}).get("practice_id") != practice.id:
+    try:
+        task = patient_sync_now.get_result(task_id)
+    except TaskResultDoesNotExist:
+        raise Http404 from None
+    if task.kwargs.get("practice_id") != practice.id:
         raise Http404
-    return {"task_id": str(task.id), "status": task.status,
-            "sync_run_id": (task.return_value or {}).get("run_id")}
+    done = task.status == TaskResultStatus.SUCCESSFUL
+    return {"task_id": task.id, "status": task.status,
+            "sync_run_id": (task.return_value or {}).get("run_id") if done else None}

@@ -1,7 +1,8 @@
 """Background work for outreach: the tick runs as a Django task, queued by the worker."""
 
 from django_tasks import task
-from django_tasks_db.models import DBTaskResult
+
+from practicesync.runtime.queue import enqueue_once
 
 from .dispatch import tick
 
@@ -14,7 +15,4 @@ def outreach_tick() -> dict:
 def enqueue_tick() -> bool:
     """Queue a tick unless one is already waiting: an idle worker queues one per pass, a
     busy one does not pile them up. A second tick at the same time is harmless (claims)."""
-    if DBTaskResult.objects.ready().filter(task_path=outreach_tick.module_path).exists():
-        return False
-    outreach_tick.enqueue()
-    return True
+    return enqueue_once("outreach_tick", outreach_tick)[1]

@@ -13,7 +13,7 @@ from practicesync.practices.models import Membership, Practice
 from .merge import LINKED, Change, merge
 from .models import IDENTIFIER_FIELDS, NotSamePerson, Patient, PatientRequest, ReviewItem
 from .rows import RECORD_FIELDS, ListRow, PatientRecord
-from .tasks import patient_sync_now, sync_now_waiting
+from .tasks import queue_sync_now_task
 
 
 class NotFound(LookupError):
@@ -278,9 +278,9 @@ def queue_sync_now(*, actor: str, practice: Practice) -> tuple[str, bool]:
     require_sync_permission(practice)
     if not practice.list_source:
         raise NoListSource("No practice list source is set: set it in Settings first.")
-    if waiting := sync_now_waiting(practice):
-        return waiting, False
-    task_id = str(patient_sync_now.enqueue(practice_id=practice.id, actor=actor).id)
+    task_id, queued = queue_sync_now_task(practice, actor=actor)
+    if not queued:
+        return task_id, False
     events.record(practice=practice, actor=actor, action="sync.queued",
                   why="sync now", detail={"source": practice.list_source, "task_id": task_id})
     return task_id, True

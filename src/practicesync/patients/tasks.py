@@ -5,12 +5,12 @@ import logging
 
 from django.db import transaction
 from django.utils import timezone
-from django_tasks import TaskResultStatus, task
-from django_tasks_db.models import DBTaskResult
+from django_tasks import task
 
 from practicesync.practices.access import SyncNotPermitted
 from practicesync.practices.actions import next_nightly_run
 from practicesync.practices.models import Practice
+from practicesync.runtime.queue import WAITING_OR_RUNNING, enqueue_once, waiting
 
 from .models import SyncRun
 from .sync import SyncReport, record_failed_run, sync_patient_list
@@ -72,13 +72,19 @@ def patient_sync_now(practice_id: int, actor: str) -> dict:
     return run_configured_sync(Practice.objects.get(id=practice_id), actor=actor).as_json()
 
 
+def sync_now_key(practice: Practice) -> str:
+    return f"sync_now:{practice.id}"
+
+
 def sync_now_waiting(practice: Practice) -> str | None:
     """The task id of a "Sync now" of the practice that is queued or running, or None."""
-    task_id = DBTaskResult.objects.filter(
-        task_path=patient_sync_now.module_path, args_kwargs__kwargs__practice_id=practice.id,
-        status__in=[TaskResultStatus.READY, TaskResultStatus.RUNNING]).values_list(
-        "id", flat=True).first()
-    return str(task_id) if task_id else None
+    return waiting(sync_now_key(practice), patient_sync_now, WAITING_OR_RUNNING)
+
+
+def queue_sync_now_task(practice: Practice, *, actor: str) -> tuple[str, bool]:
+    """(task id, queued now): a "Sync now" already queued or running is not queued again."""
+    return enqueue_once(sync_now_key(practice), patient_sync_now, statuses=WAITING_OR_RUNNING,
+                        practice_id=practice.id, actor=actor)
 
 
 def run_configured_sync(practice: Practice, *, actor: str) -> SyncReport:
