@@ -5,6 +5,7 @@ machinery; here each column gets one converter chosen once from its field, and t
 to the database driver's `executemany` in batches.
 """
 
+import json
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from operator import itemgetter
@@ -34,7 +35,9 @@ def _converter(field: models.Field) -> Callable | None:
     if isinstance(field, models.DateField):
         return ops.adapt_datefield_value
     if isinstance(field, models.JSONField):
-        return lambda value: ops.adapt_json_value(value, field.encoder)
+        # The JSON text itself: what SQLite stores, and what COPY reads into jsonb, without
+        # the driver's per-value wrapper and dumper on PostgreSQL.
+        return (field.encoder or json.JSONEncoder)().encode
     if isinstance(field, models.DecimalField):
         return lambda value: field.get_db_prep_save(value, connection)
     return None
