@@ -136,6 +136,13 @@ def test_a_batch_count_that_does_not_add_up_is_reported_and_the_messages_kept():
     assert [i.control_id for i in items if isinstance(i, Message)] == ["1"]
 
 
+@pytest.mark.parametrize("count", ["³", "١", "12345678901234567890123"])
+def test_a_batch_count_that_is_not_plain_digits_is_no_count(count):
+    # "³".isdigit() is true and int("³") raises: found by the soak's HL7 mutation loop.
+    items = parse_payload(batch(hl7(msh(control="1"), "PID|1")).replace("BTS|1", f"BTS|{count}"))
+    assert [type(i).__name__ for i in items] == ["Message"]
+
+
 def test_a_message_cut_by_a_nested_batch_header_is_rejected():
     items = parse_payload(hl7(r"BHS|^~\&", msh(control="1"), "EVN|A04", r"BHS|^~\&", "PID|1",
                               "BTS|1"))

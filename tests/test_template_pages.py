@@ -115,6 +115,13 @@ def test_a_template_page_shows_its_ordered_steps_and_the_placeholders(clinician,
     assert "https://book.example.org/harbour" in html and "Ann" not in html
 
 
+@pytest.mark.parametrize("step", ["³", "99999999999999999999999", "-1", "x"])
+def test_a_step_parameter_that_is_not_a_small_number_opens_the_add_form(clinician, harbour, step):
+    response = clinician.get(url("template", harbour, action_key=KEY) + f"?step={step}")
+    assert response.status_code == 200
+    assert 'name="position" value="1"' not in response.content.decode()  # the add form
+
+
 def test_another_practices_template_key_is_404(reception, harbour):
     assert reception.get(url("template", harbour, action_key="discuss")).status_code == 404
 

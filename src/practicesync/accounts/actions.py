@@ -15,6 +15,7 @@ from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from practicesync.audit import events
+from practicesync.numbers import is_digits
 from practicesync.practices.models import Membership
 
 BACKUP_CODES = 10
@@ -71,7 +72,7 @@ class Verification:
 def verify_login(*, actor: str, user, code: str) -> Verification:
     """Check a login's second step: a 6-digit authenticator code or one backup code (which
     is then used up). A wrong code adds to the device's throttle (1, 2, 4, 8... seconds)."""
-    backup = not code.isdigit()
+    backup = not is_digits(code)
     model = StaticDevice if backup else TOTPDevice
     device = (model.objects.devices_for_user(user, confirmed=True).select_for_update()
               .order_by("id").first())

@@ -18,6 +18,7 @@ from django.http import QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
+from practicesync.numbers import whole_number
 from practicesync.outreach.actions import TextRejected
 from practicesync.outreach.messaging import (
     CORRECTION_BATCHES,
@@ -90,8 +91,8 @@ def _filter_form(data) -> tuple[dict, dict, dict]:
             form[key] = ""
     for key in ("age_min", "age_max"):
         if form[key]:
-            if form[key].isdigit():
-                flt[key] = int(form[key])
+            if (years := whole_number(form[key], digits=3)) is not None:
+                flt[key] = years
             else:
                 errors[key] = "A whole number of years."
     if form["pms_ids"]:
@@ -106,8 +107,8 @@ def _templates(practice):
 
 
 def _chosen(practice, form, errors) -> MessageTemplate | None:
-    found = _templates(practice).filter(id=form["template"]).first() \
-        if form["template"].isdigit() else None
+    chosen = whole_number(form["template"], digits=18)
+    found = _templates(practice).filter(id=chosen).first() if chosen is not None else None
     if found is None:
         errors["template"] = "Choose a saved template."
     return found
@@ -330,7 +331,8 @@ def bulk_correct(request, practice, bulk_id):
         return refused
     bulk = get_object_or_404(BulkMessage, practice=practice, id=bulk_id)
     chosen = request.POST.get("template", "")
-    template = _templates(practice).filter(id=chosen).first() if chosen.isdigit() else None
+    chosen = whole_number(chosen, digits=18)
+    template = _templates(practice).filter(id=chosen).first() if chosen is not None else None
     batch = request.POST.get("batch", "all")
     if template is None or batch not in CORRECTION_BATCHES:
         messages.error(request, "Not sent: choose a saved template and who gets the correction.")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from django.core.exceptions import ObjectDoesNotExist
 
 from practicesync.connectors.profiles import ResultFacts, get_profile
+from practicesync.numbers import is_digits
 from practicesync.outreach.models import Sequence
 from practicesync.outreach.sequences import TRANSITIONS, Event
 from practicesync.patients.models import Patient
@@ -38,7 +39,7 @@ def action_words(group: ResultGroup, practice, *, staff: bool = False) -> str:
         return STAFF_ACTION_WORDS[group.action_key]
     action = group.action.strip()
     profile = get_profile(practice.pms)
-    if action.isdigit() and profile.action_meaning:
+    if is_digits(action) and profile.action_meaning:
         return profile.action_meaning(ResultFacts(action, "", "", "", "")).label
     return action
 

@@ -15,6 +15,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
 
 from practicesync.audit.models import AuditEvent
+from practicesync.numbers import whole_number
 from practicesync.patients import actions
 from practicesync.patients.models import Patient, ReviewItem, SyncRun
 from practicesync.patients.reconcile import COUNTERS
@@ -194,8 +195,8 @@ def review_item(request, practice, item_id):
 
 
 def _pair(value: str) -> tuple[int, int] | None:
-    list_id, _, account_id = value.partition(":")
-    return (int(list_id), int(account_id)) if list_id.isdigit() and account_id.isdigit() else None
+    ids = [whole_number(part, digits=18) for part in value.partition(":")[::2]]
+    return None if None in ids else (ids[0], ids[1])
 
 
 @login_required

@@ -13,6 +13,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
+from practicesync.numbers import whole_number
 from practicesync.outreach import wording
 from practicesync.outreach.actions import TextRejected, remove_step, save_step
 from practicesync.outreach.models import MESSAGE_CHANNELS, Channel, Step
@@ -101,8 +102,8 @@ def template(request, practice, action_key):
     practice, membership = access_practice(request.user, practice)
     found = _template(practice, action_key)
     form = None
-    if (wanted := request.GET.get("step", "")).isdigit():
-        step = found.steps.filter(position=int(wanted)).first()
+    if (wanted := whole_number(request.GET.get("step", ""), digits=4)) is not None:
+        step = found.steps.filter(position=wanted).first()
         form = _form_of(step, step.position if step else found.steps.count() + 1)
     return _page(request, practice, membership, found, form=form)
 
@@ -123,7 +124,7 @@ def _parse(post, steps: int) -> tuple[dict, dict, dt.timedelta | None]:
     except ValueError:
         errors["delay_days"] = f"Give the delay in days, 0 to {MAX_DELAY_DAYS} (e.g. 3 or 0.5)."
     position = form["position"]
-    form["position"] = int(position) if position.isdigit() else steps + 1
+    form["position"] = whole_number(position, digits=4) or steps + 1
     if not 1 <= form["position"] <= steps + 1:
         errors["position"] = f"Steps are numbered 1 to {steps + 1}."
     return form, errors, delay

@@ -6,6 +6,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
 from practicesync.connectors.profiles import get_profile
+from practicesync.numbers import is_digits
 from practicesync.patients.models import Patient, ReviewItem
 from practicesync.practices.access import access_practice
 from practicesync.practices.models import Membership
@@ -141,4 +142,4 @@ def mark_done(request, practice, group_id):
     messages.success(request, "Marked done. It is now in the Done list below.")
     back = reverse("recalls_summary", kwargs={"practice": practice.slug})
     page = request.POST.get("page", "")
-    return redirect(f"{back}?page={page}" if page.isdigit() and page != "1" else back)
+    return redirect(f"{back}?page={page}" if is_digits(page) and page != "1" else back)

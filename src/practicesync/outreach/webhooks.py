@@ -11,6 +11,7 @@ from django.views.decorators.http import require_POST
 from twilio.request_validator import RequestValidator
 
 from practicesync.audit import events
+from practicesync.numbers import whole_number
 from practicesync.practices.models import Practice
 
 from .dispatch import TickReport, fall_back
@@ -71,8 +72,8 @@ def _find(sid: str, message_id: str) -> Message | None:
         return message
     # A receipt ahead of the dispatcher writing the SID, or for a send it lost track of
     # (status unknown): the callback URL carries our message id.
-    if message_id.isdigit():
-        return qs.filter(id=int(message_id), channel="sms", provider_ref="",
+    if (id_ := whole_number(message_id, digits=18)) is not None:
+        return qs.filter(id=id_, channel="sms", provider_ref="",
                          status__in=[S.SENDING, S.UNKNOWN]).first()
     return None
 

@@ -12,6 +12,8 @@ import phonenumbers
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
+from practicesync.numbers import is_digits
+
 PLACEHOLDER_WORDS = {"unknown", "unk", "none", "null", "n/a", "na", "nil", "tbc", "-", "?"}
 _SEPARATORS = re.compile(r"[\s\-/.]")
 
@@ -41,7 +43,7 @@ def _clean_identifier(raw: str | None, label: str, check) -> tuple[str | None, s
 
 
 def _nhs_check(value: str) -> str | None:
-    if not (value.isdigit() and len(value) == 10):
+    if not (is_digits(value) and len(value) == 10):
         return "must be 10 digits"
     if not nhs_number.is_valid(value):
         return "fails the modulus 11 check"
@@ -56,7 +58,7 @@ def medicare_check_digit_ok(value: str) -> bool:
 def _medicare_check(value: str) -> str | None:
     # 10 digits on the card (8 + check digit + issue number), optionally followed by the
     # individual reference number (IRN) that tells family members on one card apart.
-    if not (value.isdigit() and len(value) in (10, 11)):
+    if not (is_digits(value) and len(value) in (10, 11)):
         return "must be 10 digits, or 11 with the IRN"
     if value[0] not in "23456":
         return "must start with 2-6"
@@ -80,7 +82,7 @@ def luhn_ok(value: str) -> bool:
 
 
 def _ihi_check(value: str) -> str | None:
-    if not (value.isdigit() and len(value) == 16):
+    if not (is_digits(value) and len(value) == 16):
         return "must be 16 digits"
     if not value.startswith("800360"):
         return "must start with 800360"

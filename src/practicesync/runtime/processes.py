@@ -8,6 +8,8 @@ with the same start time (pids are reused); on another host nobody here can tell
 import os
 import socket
 
+from practicesync.numbers import is_digits
+
 
 def _start_time(pid: int) -> str | None:
     """The process's start, in clock ticks since boot (/proc/<pid>/stat field 22); None when
@@ -37,7 +39,7 @@ def this_process() -> str:
 def is_alive(owner: str) -> bool | None:
     """True or False for a process of this host; None for another host's, or no owner."""
     parts = owner.rsplit(":", 2)
-    if len(parts) != 3 or not parts[1].isdigit():
+    if len(parts) != 3 or not is_digits(parts[1]):
         return None
     host, pid, started = parts
     if host != socket.gethostname():

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import hl7
 
+from practicesync.numbers import whole_number
+
 ENVELOPE = ("FHS", "BHS", "BTS", "FTS")
 _HEADERS = ("MSH", "FHS", "BHS")
 _MLLP = str.maketrans({"\x0b": "\r", "\x1c": "\r", "\ufeff": None})
@@ -99,7 +101,7 @@ def _escape_value(seq: str, literal: str, seps: Separators) -> str:
     if seq[:3] in _FORMATTING:
         count = seq[3:]
         text = _FORMATTING[seq[:3]]
-        return text * int(count) if count.isdigit() and int(count) < 100 else text
+        return text * n if (n := whole_number(count, digits=2)) is not None else text
     if seq[0] == "X":
         digits = seq[1:]
         try:
@@ -355,9 +357,10 @@ class _Splitter:
                 self.out.append(MessageError(0, "BTS", "", "BTS without a BHS", "envelope"))
             else:
                 declared = line[4:].split(line[3], 1)[0].strip() if len(line) > 4 else ""
-                if declared.isdigit() and int(declared) != self.batch_messages:
+                count = whole_number(declared, digits=18)
+                if count is not None and count != self.batch_messages:
                     self.out.append(MessageError(
-                        0, "BTS", "BTS-1", f"BTS-1 says the batch holds {int(declared)} "
+                        0, "BTS", "BTS-1", f"BTS-1 says the batch holds {count} "
                         f"message(s) but it holds {self.batch_messages}", "envelope"))
             self.in_batch = False
         else:  # FTS
