@@ -22,6 +22,7 @@ from operator import itemgetter
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, F, Max
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from practicesync.appointments.models import Appointment
@@ -175,7 +176,9 @@ def _locked(practice: Practice) -> Practice:
     SQLite has one writer at a time)."""
     fresh = Practice.objects.filter(id=practice.id)
     if connection.vendor == "postgresql":
-        fresh = fresh.select_for_update()
+        # FOR NO KEY UPDATE: two budget readers still wait for each other, but the foreign
+        # key checks of another worker's new messages (FOR KEY SHARE on this row) do not.
+        fresh = fresh.select_for_update(no_key=True)
     return fresh.get()
 
 
@@ -267,6 +270,11 @@ class StepTakenElsewhere(Exception):
 def take_due_steps(practice: Practice, *, now: dt.datetime, report: TickReport) -> None:
     facts = PracticeFacts(practice, now)
     while True:
+        # The batch's share of the hourly budget is taken first, in a transaction of its
+        # own, and what it did not use given back after: two workers never wait for each
+        # other's batch to commit, and a crash in between only leaves fewer sends this hour.
+        allowance = reserve_sends(practice, now, BATCH)
+        claimed = []
         try:
             with transaction.atomic():
                 due = list(_skip_locked(Sequence.objects.filter(
@@ -277,9 +285,11 @@ def take_due_steps(practice: Practice, *, now: dt.datetime, report: TickReport) 
                 if not due:
                     return
                 batch = TickReport()
-                claimed = _take_steps(facts, due, now=now, report=batch)
+                claimed = _take_steps(facts, due, now=now, report=batch, allowance=allowance)
         except StepTakenElsewhere:
             continue  # another worker moved some of these first; what is left is retaken
+        finally:
+            give_back_sends(practice, now, allowance - len(claimed))
         report.counts.update(batch.counts)
         _deliver(claimed, now=now, report=report)
 
@@ -303,9 +313,11 @@ def step_key(sequence_id: int, position: int, round_: int = 1) -> str:
     return f"results:{sequence_id}:{position}" + (f":r{round_}" if round_ > 1 else "")
 
 
-def _take_steps(facts: PracticeFacts, rows: list[tuple], *, now, report) -> list[Outgoing]:
+def _take_steps(facts: PracticeFacts, rows: list[tuple], *, now, report,
+                allowance: int) -> list[Outgoing]:
     """rows: SEQUENCE_FIELDS then the patient's PATIENT_FIELDS, per due sequence. Returns
-    the new messages this worker claimed for sending as it recorded them."""
+    the new messages this worker claimed for sending as it recorded them, at most
+    `allowance` (its share of the hourly budget)."""
     practice = facts.practice
     split = len(SEQUENCE_FIELDS)
     due = [dict(zip(SEQUENCE_FIELDS, r[:split], strict=True), group__patient_id=r[split]) for r in rows]
@@ -390,32 +402,47 @@ def _take_steps(facts: PracticeFacts, rows: list[tuple], *, now, report) -> list
             if moved != len(ids):
                 raise StepTakenElsewhere  # undo this whole batch: none of it happened
 
-    claimed = _claim_new(practice, messages, now)
+    claimed = _claim_new(messages, now, allowance)
     insert_rows(Message, messages, MESSAGE_COLUMNS)
     StaffTask.objects.bulk_create(tasks)
     insert_audit(practice.id, now, events)
     return claimed
 
 
-def _claim_new(practice: Practice, messages: list[dict], now) -> list[Outgoing]:
+def _claim_new(messages: list[dict], now, allowance: int) -> list[Outgoing]:
     """Messages decided in this transaction are recorded already claimed (status sending,
-    the lease), as far as the hourly budget goes: what _claim and _checked_before_sending
-    would do a moment later, minus reading back rows whose patient, address and follow-up
-    this transaction has just looked at. The rest wait, queued, for deliver_queued."""
+    the lease), as far as the allowance goes: what _claim and _checked_before_sending would
+    do a moment later, minus reading back rows whose patient, address and follow-up this
+    transaction has just looked at. The rest wait, queued, for deliver_queued."""
     for message, id_ in zip(messages, allocate_ids(Message, len(messages)), strict=True):
         message["id"] = id_
-    practice = _locked(practice)  # last, so the budget's lock is held for the INSERTs only
-    hour, left = _budget(practice, now)
-    claimed = messages[:max(left, 0)]
-    if not claimed:
-        return []
+    claimed = messages[:max(allowance, 0)]
     lease = now + LEASE
     for message in claimed:
         message.update(status=Message.Status.SENDING, not_before=lease, attempts=1)
-    Practice.objects.filter(id=practice.id).update(
-        sends_hour=hour, sends_in_hour=practice.sends_per_hour - left + len(claimed))
     outgoing = itemgetter(*OUTGOING_FIELDS)
     return [Outgoing(*outgoing(message)) for message in claimed]
+
+
+def reserve_sends(practice: Practice, now, wanted: int) -> int:
+    """Up to `wanted` sends of this hour's budget, taken now (committed); 0 when spent."""
+    with transaction.atomic():
+        practice = _locked(practice)
+        hour, left = _budget(practice, now)
+        taken = max(min(wanted, left), 0)
+        if taken:
+            Practice.objects.filter(id=practice.id).update(
+                sends_hour=hour, sends_in_hour=practice.sends_per_hour - left + taken)
+        return taken
+
+
+def give_back_sends(practice: Practice, now, unused: int) -> None:
+    """Return what a reservation did not use, unless the clock hour (and so the count) has
+    moved on meanwhile."""
+    if unused > 0:
+        hour = _budget(practice, now)[0]
+        Practice.objects.filter(id=practice.id, sends_hour=hour).update(
+            sends_in_hour=Greatest(F("sends_in_hour") - unused, 0))
 
 
 # The large writes of a tick go straight to the driver (docs/adr/0006): one queued message
