@@ -16,6 +16,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -329,3 +330,99 @@ def test_a_database_error_is_reported_in_one_line_naming_the_database(database, 
     assert "Traceback" not in done.stderr
     [line] = done.stderr.strip().splitlines()
     assert "practicesync.sqlite3" in line and "readonly" in line
+
+
+# --- the MLLP listener killed mid-stream -----------------------------------------------------
+
+LAB_MESSAGES = 400
+LISTENER_KILLS = 4
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_listener(env: dict, port: int, log: Path) -> subprocess.Popen:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command("mllp", "--port", port, "--practice", "harbour"),
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while "mllp listening" not in log.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.05)
+    return proc
+
+
+def lab_oru(control: str) -> bytes:
+    return ("\r".join([
+        rf"MSH|^~\&|SUPERLIS|QML|PRACTICESYNC|SURGERY|20260101120000||ORU^R01|{control}|P|2.4",
+        "PID|1||S00001^^^^PI||Family1^Given1||19410202|F", "ORC|RE",
+        f"OBR|1||{control}^SUPERLIS|FBC^Full blood count|||20260101",
+        "OBX|1|NM|HB^Haemoglobin||140|g/L|115-165|N|||F"]) + "\r").encode()
+
+
+def send_and_wait_for_ack(sock, message: bytes) -> bytes:
+    sock.sendall(b"\x0b" + message + b"\x1c\r")
+    data = b""
+    while not data.endswith(b"\x1c\r"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the listener closed the connection")
+        data += chunk
+    return data
+
+
+def test_a_listener_killed_mid_stream_loses_no_acked_message_and_stores_none_twice(
+        database, tmp_path):
+    """A lab's interface engine sends one ORU at a time and waits for its ACK; a message
+    whose ACK did not come is sent again once the listener is back, as MLLP engines do. The
+    listener (storing and applying) is killed with SIGKILL at random moments and restarted."""
+    import socket
+
+    env = database
+    patients = write_list(tmp_path / "list.csv", synthetic_rows(2))
+    assert cli(env, *sync_args(patients, "csv")).returncode == 0
+    port = free_port()
+    controls = [f"KILL-{i:04d}" for i in range(LAB_MESSAGES)]
+    acked, resent, kills_mid_stream = set(), 0, 0
+    rng = random.Random()
+    i = 0
+    for round_ in range(LISTENER_KILLS + 1):
+        listener = start_listener(env, port, tmp_path / f"mllp-{round_}.log")
+        killer = None
+        if round_ < LISTENER_KILLS:
+            killer = threading.Timer(rng.uniform(0.1, 1.0), listener.send_signal,
+                                     [signal.SIGKILL])
+            killer.start()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                while i < len(controls):
+                    ack = send_and_wait_for_ack(sock, lab_oru(controls[i]))
+                    assert b"MSA|AA|" + controls[i].encode() in ack, ack
+                    acked.add(controls[i])
+                    i += 1
+        except OSError:  # killed: reconnect to the restarted listener, send message i again
+            resent += 1
+        if killer is not None:
+            killer.join()
+            kills_mid_stream += i < len(controls)
+        listener.send_signal(signal.SIGKILL) if round_ < LISTENER_KILLS else (
+            listener.send_signal(signal.SIGTERM))
+        listener.wait(timeout=30)
+    assert kills_mid_stream >= 2 and i == len(controls), (kills_mid_stream, i)
+    assert acked == set(controls)
+
+    # What the killed listeners had accepted but not applied is applied by the worker.
+    worker = cli(env, "worker", "--once")
+    assert worker.returncode == 0, worker.stderr[-2000:]
+    inbox = query(env, "SELECT control_id, state FROM hl7v2_inboundmessage")
+    assert sorted(c for c, _ in inbox) == sorted(controls), "an ACKed message lost or stored twice"
+    assert {state for _, state in inbox} == {"processed"}
+    results = query(env, "SELECT result_id FROM results_result")
+    ids = [r for (r,) in results]
+    assert len(ids) == len(set(ids)) == LAB_MESSAGES
+    assert all(any(c in r for c in controls) for r in ids)

@@ -541,6 +541,23 @@ def test_a_batch_another_worker_holds_is_left_alone_until_its_claim_is_stale(pra
     assert process_inbox(practice) == 2
 
 
+def test_a_batch_held_by_a_killed_process_is_taken_over_at_once(practice):
+    from django.utils import timezone
+
+    from practicesync.connectors.hl7v2.inbox import process_inbox
+    from practicesync.connectors.hl7v2.models import InboundMessage
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    held = _store(practice, oru("K-1"))
+    _store(practice, oru("K-2"))
+    InboundMessage.objects.filter(id=held.row_id).update(
+        state="processing", claimed_at=timezone.now(),
+        claimed_by=f"{socket.gethostname()}:{gone.pid}:1")
+    assert process_inbox(practice) == 2
+    assert set(InboundMessage.objects.values_list("state", flat=True)) == {"processed"}
+
+
 def test_dead_letters_alert_once_per_incident_and_reprocess_after_a_fix(practice):
     from practicesync.connectors.hl7v2.inbox import process_inbox, reprocess_dead
     from practicesync.connectors.hl7v2.models import InboundMessage

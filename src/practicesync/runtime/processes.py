@@ -5,6 +5,7 @@ A run a process was killed in (kill -9, OOM, power) never finishes its own row. 
 with the same start time (pids are reused); on another host nobody here can tell.
 """
 
+import functools
 import os
 import socket
 
@@ -32,7 +33,11 @@ def _start_time(pid: int) -> str | None:
 
 
 def this_process() -> str:
-    pid = os.getpid()
+    return _owner(os.getpid())  # by pid: a forked child is another process
+
+
+@functools.cache
+def _owner(pid: int) -> str:
     return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
 
 

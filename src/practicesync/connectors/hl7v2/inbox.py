@@ -30,11 +30,12 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, close_old_connections, connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from practicesync.patients.models import ReviewItem
 from practicesync.practices.models import Practice
+from practicesync.runtime.processes import is_alive, this_process
 
 from .feeds import _mapped
 from .mapping import map_oru, map_siu, unsupported
@@ -45,7 +46,8 @@ log = logging.getLogger(__name__)
 
 ACTOR = "hl7:mllp"
 State = InboundMessage.State
-# A batch claimed longer ago than this belongs to a worker that died: it may be claimed again.
+# A batch claimed longer ago than this belongs to a worker that died: it may be claimed again
+# (at once when its process is known to be gone, _claim).
 STALE_CLAIM = dt.timedelta(minutes=10)
 _NAME = re.compile(r"(\d{12})\.hl7\b")
 # The listener rejects from several threads; the cap's count-then-insert must not interleave.
@@ -248,17 +250,21 @@ def _claim(practice_id: int, limit: int) -> list[int]:
     rows = InboundMessage.objects.filter(practice_id=practice_id)
     try:
         with transaction.atomic():
-            if rows.filter(state=State.PROCESSING, claimed_at__gt=stale).exists():
+            holders = set(rows.filter(state=State.PROCESSING, claimed_at__gt=stale)
+                          .values_list("claimed_by", flat=True).distinct())
+            # A batch is one process's until its claim is stale, unless that process is
+            # known to be gone (killed on this host): then it is taken over at once.
+            if any(is_alive(holder) is not False for holder in holders):
                 return []
-            ids = list(rows.filter(state__in=[State.ACCEPTED, State.PROCESSING])
-                       .exclude(state=State.PROCESSING, claimed_at__gt=stale)
-                       .order_by("id").values_list("id", flat=True)[:limit])
+            claimable = (Q(state=State.ACCEPTED)
+                         | Q(state=State.PROCESSING, claimed_at__lte=stale)
+                         | Q(state=State.PROCESSING, claimed_by__in=holders))
+            ids = list(rows.filter(claimable).order_by("id").values_list("id", flat=True)[:limit])
             if not ids:
                 return []
-            claimed = (rows.filter(id__in=ids)
-                       .exclude(state=State.PROCESSING, claimed_at__gt=stale)
-                       .exclude(state__in=[State.PROCESSED, State.DEAD])
-                       .update(state=State.PROCESSING, claimed_at=now))
+            claimed = (rows.filter(claimable, id__in=ids)
+                       .update(state=State.PROCESSING, claimed_at=now,
+                               claimed_by=this_process()))
             if claimed != len(ids):
                 raise _Lost
             return ids

@@ -32,6 +32,9 @@ class InboundMessage(models.Model):
     state = models.CharField(max_length=12, choices=State.choices, default=State.ACCEPTED)
     error = models.TextField(blank=True, default="")
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # "host:pid:start" of the process applying it (runtime/processes.py): a claim of a
+    # process that was killed is taken over without waiting for STALE_CLAIM.
+    claimed_by = models.CharField(max_length=300, blank=True, default="")
     processed_at = models.DateTimeField(null=True, blank=True)
     # Dead letters: the incident is the id of its first dead letter; one alert per incident.
     incident = models.BigIntegerField(null=True, blank=True)
