@@ -614,6 +614,18 @@ def test_two_workers_share_one_hourly_budget(harbour, tmp_path, monkeypatch):
     assert len(dispatch._claim(harbour, MONDAY_10AM, 5)) == 0
 
 
+def test_a_pass_with_nothing_due_writes_nothing(harbour, ann, tmp_path):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    import_results(harbour, tmp_path, result_row("R1", ann.pms_id))
+    Sequence.objects.update(due_at=MONDAY_10AM + dt.timedelta(days=1))
+    with CaptureQueriesContext(connection) as queries:
+        assert tick(MONDAY_10AM)["steps_taken"] == 0
+    writes = [q["sql"] for q in queries if q["sql"].split()[0] in ("INSERT", "UPDATE", "DELETE")]
+    assert writes == []
+
+
 def signed_receipt(settings, message, status):
     from django.test import Client
     from twilio.request_validator import RequestValidator

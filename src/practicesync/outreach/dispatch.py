@@ -273,13 +273,16 @@ def take_due_steps(practice: Practice, *, now: dt.datetime, report: TickReport) 
         # The batch's share of the hourly budget is taken first, in a transaction of its
         # own, and what it did not use given back after: two workers never wait for each
         # other's batch to commit, and a crash in between only leaves fewer sends this hour.
-        allowance = reserve_sends(practice, now, BATCH)
+        due_now = Sequence.objects.filter(practice=practice, state=Sequence.State.ACTIVE,
+                                          due_at__lte=now)
+        pending = due_now.values("id")[:BATCH].count()
+        if not pending:
+            return  # an idle pass writes nothing
+        allowance = reserve_sends(practice, now, pending)
         claimed = []
         try:
             with transaction.atomic():
-                due = list(_skip_locked(Sequence.objects.filter(
-                    practice=practice, state=Sequence.State.ACTIVE, due_at__lte=now)
-                    .order_by("due_at", "id"))
+                due = list(_skip_locked(due_now.order_by("due_at", "id"))
                     .values_list(*SEQUENCE_FIELDS, *(f"group__patient__{f}" for f in PATIENT_FIELDS))
                     [:BATCH])
                 if not due:
