@@ -196,6 +196,48 @@ def test_a_sync_killed_at_any_moment_loses_and_duplicates_no_patient(database, t
     assert all(f.startswith("interrupted: the process applying it ended") for f in failures.values())
 
 
+def result_rows(n: int, patients: int) -> list[dict]:
+    from practicesync.connectors.csvfile.results import RESULT_COLUMNS
+
+    rows = []
+    for i in range(n):
+        row = dict.fromkeys(RESULT_COLUMNS, "")
+        row.update(result_id=f"R{i:05d}", pms_id=f"S{i % patients:05d}", test_name="FBC",
+                   performed_on="2026-11-20", reported_on="2026-11-21",
+                   actioned_on="2026-11-22", action="Non-Urgent Appointment",
+                   filed_under="Investigation Report")
+        rows.append(row)
+    return rows
+
+
+def test_a_results_import_killed_at_any_moment_stores_all_or_none_of_it(database, tmp_path):
+    from practicesync.connectors.csvfile.results import RESULT_COLUMNS
+
+    env = database
+    assert cli(env, *sync_args(write_list(tmp_path / "list.csv", synthetic_rows(300)),
+                               "csv")).returncode == 0
+    rows = result_rows(ROWS, 300)
+    source = write_list(tmp_path / "results.csv", rows, RESULT_COLUMNS)
+    args = ["results", "sync", "--practice", "harbour", "--source", source, "--json"]
+    rng, interrupted = random.Random(), 0
+    for _ in range(KILLS):
+        proc = subprocess.Popen(command(*args), env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 2.5))
+        interrupted += proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        ids = [r for (r,) in query(env, "SELECT result_id FROM results_result")]
+        assert len(ids) == len(set(ids)) and len(ids) in (0, ROWS), len(ids)
+        if ids:
+            break  # it finished before the kill: nothing left to interrupt
+    assert interrupted > 0
+    done = cli(env, *args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ids = [r for (r,) in query(env, "SELECT result_id FROM results_result")]
+    assert sorted(ids) == [r["result_id"] for r in rows]
+
+
 # --- the database connection dropped ---------------------------------------------------------
 
 def drop_sync_connection(env: dict, proc: subprocess.Popen) -> list:
