@@ -1,5 +1,6 @@
-"""Faults (issue #8): a Patient Sync killed with SIGKILL, its database connection dropped, its
-SQLite database read-only or full. Real `practicesync` processes on a database of their own
+"""Faults (issue #8): a Patient Sync, a results import and the MLLP listener killed with
+SIGKILL at random moments, a sync's database connection dropped, its SQLite database read-only
+or full (the outreach tick under SIGKILL: tests/test_outreach_kill9.py). Real `practicesync` processes on a database of their own
 (SQLite in tmp_path, or a new PostgreSQL database when the suite runs on PostgreSQL), checked
 by reading the tables directly: every list row stored once and whole, or not at all.
 
