@@ -1,8 +1,9 @@
 """Faults (issue #8): a Patient Sync, a results import and the MLLP listener killed with
 SIGKILL at random moments, a sync's database connection dropped, its SQLite database read-only
-or full (the outreach tick under SIGKILL: tests/test_outreach_kill9.py). Real `practicesync` processes on a database of their own
-(SQLite in tmp_path, or a new PostgreSQL database when the suite runs on PostgreSQL), checked
-by reading the tables directly: every list row stored once and whole, or not at all.
+or full (the outreach tick under SIGKILL: tests/test_outreach_kill9.py). Real `practicesync`
+processes on a database of their own (SQLite in tmp_path, or a new PostgreSQL database when
+the suite runs on PostgreSQL), checked by reading the tables directly: every list row stored
+once and whole, or not at all.
 
 How the SQLite faults are simulated: the tests run as root, which ignores file modes, so a
 read-only database is `PRAGMA query_only=ON` and a full disk is `PRAGMA max_page_count` set just

@@ -541,6 +541,20 @@ def test_a_batch_another_worker_holds_is_left_alone_until_its_claim_is_stale(pra
     assert process_inbox(practice) == 2
 
 
+def test_a_group_of_new_frames_is_stored_in_one_insert(practice, caplog):
+    import logging
+
+    from practicesync.connectors.hl7v2 import inbox
+    from practicesync.connectors.hl7v2.models import InboundMessage
+
+    items = [(read_msh(oru(f"G-{n}").encode())[0], oru(f"G-{n}").encode()) for n in range(3)]
+    with caplog.at_level(logging.DEBUG, logger=inbox.__name__):
+        stored = inbox.accept_many(practice.id, items)
+    assert [s.duplicate for s in stored] == [False] * 3
+    assert "one by one" not in caplog.text  # the group INSERT itself succeeded
+    assert InboundMessage.objects.filter(practice=practice).count() == 3
+
+
 def test_a_batch_held_by_a_killed_process_is_taken_over_at_once(practice):
     from django.utils import timezone
 

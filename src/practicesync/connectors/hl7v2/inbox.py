@@ -108,8 +108,11 @@ def accept(practice_id: int, header, raw: bytes) -> Stored:
 # The hot path's INSERT, by hand: the ORM's bulk_create costs more listener CPU per frame than
 # the database does (model instances, SQL compiling, and on PostgreSQL Django's client-side
 # binding quotes every raw body in Python).
+# Every column without a database default (Django sets defaults in Python): a column left out
+# fails the group INSERT, and every frame is then stored one by one (test_mllp.py checks).
 _COLUMNS = ("practice_id", "received_at", "sending_application", "sending_facility",
-            "control_id", "message_type", "raw", "state", "error", "alerted", "refused", "digest")
+            "control_id", "message_type", "raw", "state", "error", "alerted", "refused", "digest",
+            "claimed_by")
 
 
 def _insert_rows(practice_id: int, items: list[tuple[object, bytes]]) -> list[int]:
@@ -120,7 +123,7 @@ def _insert_rows(practice_id: int, items: list[tuple[object, bytes]]) -> list[in
         key = _key(header)
         params += [practice_id, now, key["sending_application"], key["sending_facility"],
                    key["control_id"], header.message_type[:40], raw, State.ACCEPTED, "", False,
-                   False, hashlib.sha256(raw).hexdigest()]
+                   False, hashlib.sha256(raw).hexdigest(), ""]
     row = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
     sql = (f"INSERT INTO {connection.ops.quote_name(InboundMessage._meta.db_table)} "
            f"({', '.join(_COLUMNS)}) VALUES {', '.join([row] * len(items))} RETURNING id")
