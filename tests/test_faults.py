@@ -432,16 +432,15 @@ def test_a_listener_killed_mid_stream_loses_no_acked_message_and_stores_none_twi
     assert cli(env, *sync_args(patients, "csv")).returncode == 0
     port = free_port()
     controls = [f"KILL-{i:04d}" for i in range(LAB_MESSAGES)]
-    acked, resent, kills_mid_stream = set(), 0, 0
+    acked, kills_mid_stream = set(), 0
     rng = random.Random()
     i = 0
     for round_ in range(LISTENER_KILLS + 1):
         listener = start_listener(env, port, tmp_path / f"mllp-{round_}.log")
-        killer = None
-        if round_ < LISTENER_KILLS:
-            killer = threading.Timer(rng.uniform(0.1, 1.0), listener.send_signal,
-                                     [signal.SIGKILL])
-            killer.start()
+        # Killed a random few milliseconds after a random message of the round was ACKed:
+        # while the next one is being read, stored, acknowledged or applied.
+        kill_after = rng.randint(10, 70) if round_ < LISTENER_KILLS else None
+        killer, sent_this_round = None, 0
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
                 while i < len(controls):
@@ -449,15 +448,21 @@ def test_a_listener_killed_mid_stream_loses_no_acked_message_and_stores_none_twi
                     assert b"MSA|AA|" + controls[i].encode() in ack, ack
                     acked.add(controls[i])
                     i += 1
+                    sent_this_round += 1
+                    if sent_this_round == kill_after:
+                        killer = threading.Timer(rng.uniform(0, 0.05), listener.send_signal,
+                                                 [signal.SIGKILL])
+                        killer.start()
         except OSError:  # killed: reconnect to the restarted listener, send message i again
-            resent += 1
+            kills_mid_stream += 1
         if killer is not None:
             killer.join()
-            kills_mid_stream += i < len(controls)
-        listener.send_signal(signal.SIGKILL) if round_ < LISTENER_KILLS else (
-            listener.send_signal(signal.SIGTERM))
+        if round_ < LISTENER_KILLS:
+            listener.send_signal(signal.SIGKILL)
+        else:
+            listener.send_signal(signal.SIGTERM)
         listener.wait(timeout=30)
-    assert kills_mid_stream >= 2 and i == len(controls), (kills_mid_stream, i)
+    assert kills_mid_stream == LISTENER_KILLS and i == len(controls), (kills_mid_stream, i)
     assert acked == set(controls)
 
     # What the killed listeners had accepted but not applied is applied by the worker.

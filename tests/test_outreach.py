@@ -626,6 +626,35 @@ def test_a_pass_with_nothing_due_writes_nothing(harbour, ann, tmp_path):
     assert writes == []
 
 
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_a_batch_goes_out_while_the_next_is_decided(harbour, tmp_path,
+                                                                   monkeypatch):
+    import threading
+
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only: with one writer, SQLite sends each batch in line")
+    for n in range(5):
+        make_patient(harbour, pms_id=f"P{n}", given_name=f"N{n}", email=f"n{n}@example.org")
+    import_results(harbour, tmp_path, *[result_row(f"R{n}", f"P{n}") for n in range(5)])
+    Sequence.objects.update(due_at=MONDAY_10AM)
+    monkeypatch.setattr(dispatch, "BATCH", 2)
+    senders, deliver = [], dispatch._deliver
+
+    def recording(messages, **kwargs):
+        senders.append((threading.current_thread().name, len(messages)))
+        deliver(messages, **kwargs)
+
+    monkeypatch.setattr(dispatch, "_deliver", recording)
+    report = tick(MONDAY_10AM)
+    assert (report["steps_taken"], report["sent"]) == (5, 5)
+    assert [n for _, n in senders] == [2, 2, 1]
+    assert all(name.startswith("tick-send") for name, _ in senders), senders
+    assert sorted(OutboxEntry.objects.values_list("idempotency_key", flat=True)) == sorted(
+        f"results:{s}:1" for s in Sequence.objects.values_list("id", flat=True))
+
+
 def signed_receipt(settings, message, status):
     from django.test import Client
     from twilio.request_validator import RequestValidator
