@@ -104,13 +104,16 @@ class Message(models.Model):
         # Not sent: the last check before sending found a reason (deceased, opted out...).
         SKIPPED = "skipped"
 
-    # Few indexes on purpose (a tick writes and updates 100,000 rows): see Meta.
+    # Few indexes on purpose (a tick writes and updates 100,000 rows): see Meta. The practice
+    # and the group repeat what the patient and the sequence say, so the database does not
+    # check them again for every message (no foreign-key constraint, ADR 0019); the patient
+    # and the sequence it does check. PROTECT still holds in the ORM.
     practice = models.ForeignKey(Practice, on_delete=models.PROTECT, related_name="messages",
-                                 db_index=False)
+                                 db_index=False, db_constraint=False)
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="messages")
     kind = models.CharField(max_length=10, choices=Kind.choices)
     group = models.ForeignKey(ResultGroup, null=True, blank=True, on_delete=models.PROTECT,
-                              related_name="messages", db_index=False)
+                              related_name="messages", db_index=False, db_constraint=False)
     sequence = models.ForeignKey(Sequence, null=True, blank=True, on_delete=models.PROTECT,
                                  related_name="messages", db_index=False)
     step = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -223,7 +226,9 @@ class OutboxEntry(models.Model):
     """The local outbox provider: exactly what would have been sent, one row per provider
     call (never deduplicated here, so a double send would show as two rows)."""
 
-    practice = models.ForeignKey(Practice, on_delete=models.CASCADE, related_name="outbox")
+    # A provider's record, kept as the provider would: the practice as a plain id (ADR 0019).
+    practice = models.ForeignKey(Practice, on_delete=models.CASCADE, related_name="outbox",
+                                 db_constraint=False)
     idempotency_key = models.CharField(max_length=100)
     channel = models.CharField(max_length=10, choices=Channel.choices)
     to = models.CharField(max_length=2000)
