@@ -444,6 +444,10 @@ def test_a_sync_asked_for_through_the_api_is_run_by_the_worker(transactional_db,
     status, body, _ = client.get(f"sync-runs/{sync_run.id}")
     assert status == 200 and body["status"] == "completed" and body["counts"]["created"] == 2
     assert [r["id"] for r in client.get("sync-runs")[1]["items"]] == [sync_run.id]
+    # Another task's id (the worker's tick) is not a sync task: 404, not a server error.
+    from practicesync.outreach.tasks import outreach_tick
+
+    assert client.get(f"sync-tasks/{outreach_tick.enqueue().id}")[0] == 404
 
 
 # --- OpenAPI and docs -----------------------------------------------------------------------

@@ -560,6 +560,7 @@ def test_a_batch_held_by_a_killed_process_is_taken_over_at_once(practice):
 
     from practicesync.connectors.hl7v2.inbox import process_inbox
     from practicesync.connectors.hl7v2.models import InboundMessage
+    from practicesync.runtime.processes import this_process
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
@@ -567,7 +568,7 @@ def test_a_batch_held_by_a_killed_process_is_taken_over_at_once(practice):
     _store(practice, oru("K-2"))
     InboundMessage.objects.filter(id=held.row_id).update(
         state="processing", claimed_at=timezone.now(),
-        claimed_by=f"{socket.gethostname()}:{gone.pid}:1")
+        claimed_by=f"{this_process().rsplit(':', 2)[0]}:{gone.pid}:1")
     assert process_inbox(practice) == 2
     assert set(InboundMessage.objects.values_list("state", flat=True)) == {"processed"}
 

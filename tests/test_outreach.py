@@ -655,6 +655,42 @@ def test_on_postgresql_a_batch_goes_out_while_the_next_is_decided(harbour, tmp_p
         f"results:{s}:1" for s in Sequence.objects.values_list("id", flat=True))
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_that_fails_to_go_stops_the_pass_and_nothing_waits_unsent(harbour, tmp_path,
+                                                                          monkeypatch):
+    from collections import Counter
+
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only: with one writer, SQLite sends each batch in line")
+    for n in range(5):
+        make_patient(harbour, pms_id=f"P{n}", given_name=f"N{n}", email=f"n{n}@example.org")
+    import_results(harbour, tmp_path, *[result_row(f"R{n}", f"P{n}") for n in range(5)])
+    Sequence.objects.update(due_at=MONDAY_10AM)
+    monkeypatch.setattr(dispatch, "BATCH", 2)
+    deliver = dispatch._deliver
+
+    def first_fails(messages, **kwargs):
+        if not first_fails.failed:
+            first_fails.failed = True
+            raise RuntimeError("the database went away")
+        deliver(messages, **kwargs)
+
+    first_fails.failed = False
+    monkeypatch.setattr(dispatch, "_deliver", first_fails)
+    assert tick(MONDAY_10AM)["practices_failed"] == 1
+    statuses = Counter(Message.objects.values_list("status", flat=True))
+    # The failed batch waits for its lease (recovery asks the provider); a batch claimed
+    # after it was never handed over and is queued again, not left "sending".
+    assert statuses["sending"] == 2 and set(statuses) <= {"sending", "queued"}, statuses
+    later = MONDAY_10AM + dispatch.LEASE + dt.timedelta(seconds=1)
+    assert tick(later)["practices_failed"] == 0
+    assert Message.objects.filter(status="sent").count() == 5
+    keys = list(OutboxEntry.objects.values_list("idempotency_key", flat=True))
+    assert len(keys) == len(set(keys)) == 5
+
+
 def signed_receipt(settings, message, status):
     from django.test import Client
     from twilio.request_validator import RequestValidator

@@ -285,7 +285,6 @@ def test_a_refused_run_counts_nothing(practice, tmp_path):
 
 
 def test_a_run_whose_process_is_gone_is_closed_as_interrupted(practice):
-    import socket
     import subprocess
     import sys
 
@@ -297,14 +296,14 @@ def test_a_run_whose_process_is_gone_is_closed_as_interrupted(practice):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     now = timezone.now()
-    host = socket.gethostname()
+    host = this_process().rsplit(":", 2)[0]  # this machine: host name, boot, pid namespace
 
     def running(owner, started_at=now):
         return SyncRun.objects.create(practice=practice, source="list.csv", triggered_by="t",
                                       owner=owner, started_at=started_at).id
 
     killed = running(f"{host}:{gone.pid}:1")
-    reused_pid = running(f"{host}:{this_process().split(':')[1]}:1")  # same pid, other start
+    reused_pid = running(f"{host}:{this_process().rsplit(':', 2)[1]}:1")  # same pid, other start
     alive = running(this_process())
     elsewhere = running("other-host:42:7")
     elsewhere_long = running("other-host:43:7", now - FOREIGN_RUN_LIMIT - dt.timedelta(minutes=1))

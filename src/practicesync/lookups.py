@@ -27,7 +27,10 @@ class Among(Lookup):
             # parameter per value, the driver spends longer splitting the query than the
             # server running it.
             db_type = self.lhs.output_field.db_type(connection)
-            return f"{lhs} = ANY(%s::{db_type}[])", [*params, self.rhs]
+            if db_type is not None:
+                # Text as text[] (never cut to a varchar's length, and its index still serves).
+                cast = "text" if db_type.startswith(("varchar", "char", "text")) else db_type
+                return f"{lhs} = ANY(%s::{cast}[])", [*params, self.rhs]
         return f"{lhs} IN ({', '.join(['%s'] * len(self.rhs))})", [*params, *self.rhs]
 
 

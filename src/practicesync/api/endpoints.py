@@ -11,7 +11,7 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django_tasks import TaskResultStatus
-from django_tasks.exceptions import TaskResultDoesNotExist
+from django_tasks.exceptions import TaskResultDoesNotExist, TaskResultMismatch
 from ninja import NinjaAPI, Path, Query, Status
 from ninja.openapi.docs import Swagger
 
@@ -337,7 +337,7 @@ def get_sync_task(request, slug: str,
     practice = scoped(request, slug)
     try:
         task = patient_sync_now.get_result(task_id)
-    except TaskResultDoesNotExist:
+    except (TaskResultDoesNotExist, TaskResultMismatch):  # unknown, or another task's id
         raise Http404 from None
     if task.kwargs.get("practice_id") != practice.id:
         raise Http404

@@ -124,7 +124,9 @@ def _parse(post, steps: int) -> tuple[dict, dict, dt.timedelta | None]:
     except ValueError:
         errors["delay_days"] = f"Give the delay in days, 0 to {MAX_DELAY_DAYS} (e.g. 3 or 0.5)."
     position = form["position"]
-    form["position"] = whole_number(position, digits=4) or steps + 1
+    form["position"] = whole_number(position, digits=4)
+    if form["position"] is None:
+        form["position"] = steps + 1
     if not 1 <= form["position"] <= steps + 1:
         errors["position"] = f"Steps are numbered 1 to {steps + 1}."
     return form, errors, delay

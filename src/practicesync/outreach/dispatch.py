@@ -166,8 +166,12 @@ OUTGOING_FIELDS = [f for f in Outgoing.__slots__]
 
 
 def _budget(practice, now) -> tuple[dt.datetime, int]:
-    """(this clock hour, sends left in it). Read under the practice row's lock (_locked)."""
+    """(this clock hour, sends left in it). Read under the practice row's lock (_locked).
+    A worker whose `now` is behind another's never moves the counter back an hour (which
+    would start that hour's count again)."""
     hour = now.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    if practice.sends_hour is not None and practice.sends_hour > hour:
+        hour = practice.sends_hour
     used = practice.sends_in_hour if practice.sends_hour == hour else 0
     return hour, practice.sends_per_hour - used
 
@@ -291,11 +295,16 @@ class _Sender:
         return self
 
     def send(self, claimed: list[Outgoing], now) -> None:
+        """Hand a batch over (after ready())."""
         if not self.threaded:
             _deliver(claimed, now=now, report=self.report)
             return
-        self.wait()
         self.pending = self.pool.submit(self._deliver_in_thread, claimed, now)
+
+    def ready(self) -> None:
+        """Wait for the batch before to be delivered; raise what its delivery raised."""
+        if self.threaded:
+            self.wait()
 
     def _deliver_in_thread(self, claimed, now) -> Counter:
         own = TickReport()
@@ -304,6 +313,10 @@ class _Sender:
         finally:
             connection.close()  # this thread's own connection
         return own.counts
+
+    def raise_if_failed(self) -> None:
+        if self.pending is not None and self.pending.done():
+            self.wait()
 
     def wait(self) -> None:
         if self.pending is not None:
@@ -329,8 +342,9 @@ def _take_due_steps(practice: Practice, *, now, report: TickReport, sender: _Sen
         pending = due_now.values("id")[:BATCH].count()
         if not pending:
             return  # an idle pass writes nothing
+        sender.raise_if_failed()  # a batch that failed to go stops the pass before the next
         allowance = reserve_sends(practice, now, pending)
-        claimed = []
+        committed = False
         try:
             with transaction.atomic():
                 due = list(_skip_locked(due_now.order_by("due_at", "id"))
@@ -340,12 +354,30 @@ def _take_due_steps(practice: Practice, *, now, report: TickReport, sender: _Sen
                     return
                 batch = TickReport()
                 claimed = _take_steps(facts, due, now=now, report=batch, allowance=allowance)
+            committed = True
         except StepTakenElsewhere:
             continue  # another worker moved some of these first; what is left is retaken
         finally:
+            if not committed:
+                give_back_sends(practice, now, allowance)
+        try:
             give_back_sends(practice, now, allowance - len(claimed))
-        report.counts.update(batch.counts)
-        sender.send(claimed, now)
+            report.counts.update(batch.counts)
+            sender.ready()  # raises what the batch before raised
+        except BaseException:
+            # Claimed but not yet handed to a provider: queued again rather than left for
+            # the lease to run out (where a provider that cannot look up leaves it unknown).
+            _unclaim(practice, claimed, now)
+            raise
+        sender.send(claimed, now)  # from here on, the batch may be with the provider
+
+
+def _unclaim(practice: Practice, claimed: list[Outgoing], now) -> None:
+    if claimed:
+        returned = Message.objects.filter(
+            id__among=[m.id for m in claimed], status=Message.Status.SENDING).update(
+            status=Message.Status.QUEUED, not_before=now, attempts=F("attempts") - 1)
+        give_back_sends(practice, now, returned)
 
 
 SEQUENCE_FIELDS = ("id", "group_id", "template_id", "next_position", "round")

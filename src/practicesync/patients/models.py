@@ -108,7 +108,7 @@ class SyncRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     # "host:pid:start" of the process applying it (runtime/processes.py): a run whose process
     # is gone was interrupted (sync.close_interrupted_runs).
-    owner = models.CharField(max_length=300, blank=True)
+    owner = models.CharField(max_length=300, blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["-started_at"]

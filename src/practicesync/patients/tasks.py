@@ -28,7 +28,11 @@ RETRY_WINDOW = dt.timedelta(hours=12)
 @task()
 def nightly_patient_sync(practice_id: int) -> dict:
     practice = Practice.objects.get(id=practice_id)
-    report = run_configured_sync(practice, actor=NIGHTLY)
+    try:
+        report = run_configured_sync(practice, actor=NIGHTLY)
+    except Exception:
+        retry_failed_night(practice, now=timezone.now())  # its run is recorded failed
+        raise
     if report.status == SyncRun.Status.FAILED:
         retry_failed_night(practice, now=timezone.now())
     return report.as_json()

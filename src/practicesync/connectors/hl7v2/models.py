@@ -34,7 +34,7 @@ class InboundMessage(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     # "host:pid:start" of the process applying it (runtime/processes.py): a claim of a
     # process that was killed is taken over without waiting for STALE_CLAIM.
-    claimed_by = models.CharField(max_length=300, blank=True, default="")
+    claimed_by = models.CharField(max_length=300, blank=True, default="", db_default="")
     processed_at = models.DateTimeField(null=True, blank=True)
     # Dead letters: the incident is the id of its first dead letter; one alert per incident.
     incident = models.BigIntegerField(null=True, blank=True)
