@@ -3,7 +3,7 @@
 import datetime as dt
 import logging
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from django_tasks import task
 
@@ -31,7 +31,14 @@ def nightly_patient_sync(practice_id: int) -> dict:
     try:
         report = run_configured_sync(practice, actor=NIGHTLY)
     except Exception:
-        retry_failed_night(practice, now=timezone.now())  # its run is recorded failed
+        # Its run is recorded failed. The retry is best effort: the error may have been the
+        # database itself; the task then reports that error, not the retry's.
+        try:
+            connection.close_if_unusable_or_obsolete()
+            retry_failed_night(practice, now=timezone.now())
+        except Exception:  # noqa: BLE001
+            log.warning("practice=%s nightly sync failed and its retry could not be set",
+                        practice.id)
         raise
     if report.status == SyncRun.Status.FAILED:
         retry_failed_night(practice, now=timezone.now())
