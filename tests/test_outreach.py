@@ -626,11 +626,10 @@ def test_a_pass_with_nothing_due_writes_nothing(harbour, ann, tmp_path):
     assert writes == []
 
 
-@pytest.mark.django_db(transaction=True)
-def test_on_postgresql_a_batch_goes_out_while_the_next_is_decided(harbour, tmp_path,
-                                                                   monkeypatch):
-    import threading
-
+@pytest.fixture
+def five_due_in_batches_of_two(transactional_db, harbour, tmp_path, monkeypatch):
+    """Five due follow-ups, taken two at a time, on PostgreSQL outside any test transaction
+    (where a second thread sends each batch)."""
     from django.db import connection
 
     if connection.vendor != "postgresql":
@@ -640,6 +639,12 @@ def test_on_postgresql_a_batch_goes_out_while_the_next_is_decided(harbour, tmp_p
     import_results(harbour, tmp_path, *[result_row(f"R{n}", f"P{n}") for n in range(5)])
     Sequence.objects.update(due_at=MONDAY_10AM)
     monkeypatch.setattr(dispatch, "BATCH", 2)
+
+
+def test_on_postgresql_a_batch_goes_out_while_the_next_is_decided(five_due_in_batches_of_two,
+                                                                   monkeypatch):
+    import threading
+
     senders, deliver = [], dispatch._deliver
 
     def recording(messages, **kwargs):
@@ -655,20 +660,10 @@ def test_on_postgresql_a_batch_goes_out_while_the_next_is_decided(harbour, tmp_p
         f"results:{s}:1" for s in Sequence.objects.values_list("id", flat=True))
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_batch_that_fails_to_go_stops_the_pass_and_nothing_waits_unsent(harbour, tmp_path,
-                                                                          monkeypatch):
+def test_a_batch_that_fails_to_go_stops_the_pass_and_nothing_waits_unsent(
+        five_due_in_batches_of_two, monkeypatch):
     from collections import Counter
 
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        pytest.skip("PostgreSQL only: with one writer, SQLite sends each batch in line")
-    for n in range(5):
-        make_patient(harbour, pms_id=f"P{n}", given_name=f"N{n}", email=f"n{n}@example.org")
-    import_results(harbour, tmp_path, *[result_row(f"R{n}", f"P{n}") for n in range(5)])
-    Sequence.objects.update(due_at=MONDAY_10AM)
-    monkeypatch.setattr(dispatch, "BATCH", 2)
     deliver = dispatch._deliver
 
     def first_fails(messages, **kwargs):
