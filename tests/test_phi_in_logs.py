@@ -2,13 +2,21 @@
 tick print — stdout and stderr — is searched for the synthetic patients' names, identifiers
 and contact details."""
 
+import datetime as dt
 import json
 import re
 import sqlite3
+import traceback
 
 import pytest
+from django.db import DatabaseError, IntegrityError, connection, transaction
 
+from practicesync.bulk import insert_rows
+from practicesync.patients.models import Patient
+from practicesync.patients.rows import PatientRecord
+from practicesync.patients.sync import NEW_PATIENT_COLUMNS, _new_patient
 from tests.cli import process
+from tests.factories import make_patient, make_practice
 
 
 def patients_of(home) -> list[tuple]:
@@ -33,3 +41,59 @@ def test_a_demo_run_worker_and_tick_log_no_patient_data(tmp_path):
     leaks |= {f"{given} {family}" for given, family, *_ in patients
               if f"{given} {family}" in printed or f"{family}, {given}" in printed}
     assert not leaks, sorted(leaks)[:10]
+
+
+# The row's values as a database error could quote them (DETAIL "Failing row contains",
+# "Key (...)=(...)", COPY's CONTEXT line, a refused value).
+GIVEN, PMS_ID = "Zebedee", "Q7781234"
+
+
+def new_patient_row(practice, **fields) -> dict:
+    """A row as a sync run writes it for a new patient."""
+    record = PatientRecord(pms_id=PMS_ID, given_name=GIVEN, family_name="Quill",
+                           date_of_birth=dt.date(1950, 3, 4))
+    return _new_patient(practice, record, "f", dt.datetime.now(dt.UTC)) | fields
+
+
+def duplicate_pms_id(practice):
+    make_patient(practice, pms_id=PMS_ID, given_name=GIVEN)
+    make_patient(practice, pms_id=PMS_ID, given_name=GIVEN)
+
+
+def missing_family_name(practice):
+    make_patient(practice, pms_id=PMS_ID, given_name=GIVEN, family_name=None)
+
+
+def duplicate_in_a_large_write(practice):
+    make_patient(practice, pms_id=PMS_ID, given_name=GIVEN)
+    insert_rows(Patient, [new_patient_row(practice)], NEW_PATIENT_COLUMNS)
+
+
+def missing_value_in_a_large_write(practice):
+    insert_rows(Patient, [new_patient_row(practice, family_name=None)], NEW_PATIENT_COLUMNS)
+
+
+def refused_value(practice):
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite converts any text to a date without an error")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %s::date", [f"{GIVEN} {PMS_ID}"])
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("fail", [duplicate_pms_id, missing_family_name,
+                                  duplicate_in_a_large_write, missing_value_in_a_large_write,
+                                  refused_value])
+def test_a_database_error_never_quotes_the_row(fail):
+    """Exception text reaches tracebacks, logs, task results and a run's failure (H-017)."""
+    practice = make_practice()
+    with pytest.raises(DatabaseError) as raised, transaction.atomic():
+        fail(practice)
+    text = "".join(traceback.format_exception(raised.value))  # with the driver's own error
+    assert GIVEN not in text and PMS_ID not in text, text
+    if fail is not refused_value:
+        assert isinstance(raised.value, IntegrityError)  # still Django's error for callers
+    if connection.vendor == "postgresql":
+        diag = raised.value.__cause__.diag  # the fields stay there for code that needs them
+        assert GIVEN in f"{diag.message_primary} {diag.message_detail} {diag.context}" \
+            or PMS_ID in f"{diag.message_primary} {diag.message_detail} {diag.context}"

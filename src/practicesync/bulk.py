@@ -52,8 +52,10 @@ def insert_rows(model: type[models.Model], rows: Iterable[dict], columns: list[s
     count = 0
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            # COPY: several times faster than executemany's round trip a row.
-            with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            # COPY: several times faster than executemany's round trip a row. The driver's
+            # own cursor is outside Django's error wrapping, so it is wrapped here.
+            with (connection.wrap_database_errors,
+                  cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy):
                 for row in values:
                     copy.write_row(row)
                     count += 1
