@@ -23,6 +23,8 @@ from tests.factories import make_patient, make_practice, write_list
 SYDNEY = dt.timezone(dt.timedelta(hours=11))  # AEDT, the harbour practice's time in November
 MONDAY_10AM = dt.datetime(2026, 11, 23, 10, 0, tzinfo=SYDNEY)
 DAY = dt.timedelta(days=1)
+# Past the lease of a claim made at MONDAY_10AM (a pass that took under a minute).
+LEASE_GONE = dispatch.LEASE + dt.timedelta(minutes=1)
 
 
 def result_row(result_id="R1", pms_id="P1", **fields):
@@ -337,7 +339,7 @@ def test_an_interrupted_send_the_provider_has_is_not_sent_again(harbour, ann, tm
     monkeypatch.undo()
     assert Message.objects.get().status == "sending" and len(sent()) == 1
     assert tick(MONDAY_10AM + dt.timedelta(minutes=2))["recovered_sent"] == 0  # lease still on
-    report = tick(MONDAY_10AM + dispatch.LEASE + dt.timedelta(seconds=1))
+    report = tick(MONDAY_10AM + LEASE_GONE)
     assert report["recovered_sent"] == 1 and report["sent"] == 0
     assert len(sent()) == 1 and Message.objects.get().status == "sent"
 
@@ -348,7 +350,7 @@ def test_an_interrupted_send_the_provider_never_got_goes_once(harbour, ann, tmp_
     monkeypatch.setattr(dispatch, "_deliver", lambda *a, **k: None)  # killed before the call
     tick(MONDAY_10AM)
     monkeypatch.undo()
-    report = tick(MONDAY_10AM + dispatch.LEASE + dt.timedelta(seconds=1))
+    report = tick(MONDAY_10AM + LEASE_GONE)
     assert report["recovered_requeued"] == 1 and report["sent"] == 1
     assert len(sent()) == 1
 
@@ -365,10 +367,78 @@ def test_an_interrupted_send_nobody_can_check_goes_to_staff_not_out_again(harbou
     with override_settings(PRACTICESYNC_PROVIDERS={"sms": "tests.test_outreach.Blind"}):
         tick(MONDAY_10AM)
         monkeypatch.undo()
-        report = tick(MONDAY_10AM + dispatch.LEASE + dt.timedelta(seconds=1))
+        report = tick(MONDAY_10AM + LEASE_GONE)
     assert report["recovered_unknown"] == 1 and report["sent"] == 0
     assert Message.objects.get().status == "unknown"
     assert StaffTask.objects.get().kind == "check_send"
+
+
+def test_a_claim_late_in_a_long_pass_gets_a_whole_lease(harbour, ann, tmp_path, monkeypatch):
+    """A pass's `now` is fixed when it starts; a lease runs from the claim. Otherwise a
+    claim ten minutes into a pass would start run out, and another worker would recover
+    (send again, or hand to staff) what this one is about to send."""
+    started(harbour, ann, tmp_path)
+    tick_without_sending(harbour, MONDAY_10AM)
+    monkeypatch.setattr(dispatch, "_deliver", lambda *a, **k: None)  # killed after the claim
+    ten_minutes_in = dispatch.TickReport(started=dispatch.time.monotonic() - 600)
+    dispatch.deliver_queued(now=MONDAY_10AM, report=ten_minutes_in, practices=[harbour])
+    monkeypatch.undo()
+    message = Message.objects.get()
+    assert message.status == "sending"
+    assert message.not_before >= MONDAY_10AM + dt.timedelta(minutes=10) + dispatch.LEASE
+    assert tick(MONDAY_10AM + LEASE_GONE)["recovered_requeued"] == 0  # still this claim's
+    report = tick(MONDAY_10AM + dt.timedelta(minutes=10) + LEASE_GONE)
+    assert (report["recovered_requeued"], report["sent"]) == (1, 1)
+    assert len(sent()) == 1
+
+
+class Slow(Provider):
+    """A provider that takes a minute a message (by the pass's clock) and records, for each
+    call, the moment and the lease of the claim the message was sent under."""
+    name = "slow"
+    clock = None
+    calls = []
+
+    def send(self, message):
+        lease = Message.objects.get(id=message.id).not_before
+        type(self).calls.append((message.id, self.clock.now, lease))
+        self.clock.now += 60
+        return f"slow:{message.id}"
+
+
+class Clock:
+    def __init__(self, now: float):
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_no_provider_is_called_on_a_claim_older_than_half_its_lease(harbour, tmp_path,
+                                                                      monkeypatch, settings):
+    """What a slow provider has not taken within SEND_WITHIN goes back to the queue and is
+    claimed again, with a lease of its own."""
+    for n in range(5):
+        make_patient(harbour, pms_id=f"P{n}", given_name=f"N{n}", mobile_phone=f"+6141234567{n}")
+    import_results(harbour, tmp_path, *[result_row(f"R{n}", f"P{n}") for n in range(5)])
+    Sequence.objects.update(due_at=MONDAY_10AM)
+    clock = Slow.clock = Clock(1000.0)
+    Slow.calls = []
+    monkeypatch.setattr(dispatch, "time", clock)
+    settings.PRACTICESYNC_PROVIDERS = {"sms": "tests.test_outreach.Slow"}
+
+    report = tick(MONDAY_10AM)
+
+    assert report["sent"] == 5 and Message.objects.filter(status="sent").count() == 5
+    assert len({message_id for message_id, _, _ in Slow.calls}) == len(Slow.calls) == 5
+    for _, at, lease in Slow.calls:
+        # When the claim was made, on the pass's clock: a lease's `until` says.
+        claimed_at = 1000.0 + (lease - MONDAY_10AM - dispatch.LEASE).total_seconds()
+        assert at - claimed_at < dispatch.SEND_WITHIN.total_seconds(), Slow.calls
+    # Three went under the first claim (0, 60, 120 s); the last two were claimed again.
+    leases = [lease - MONDAY_10AM for _, _, lease in Slow.calls]
+    assert leases == [dispatch.LEASE] * 3 + [dispatch.LEASE + dt.timedelta(seconds=180)] * 2
+    assert Message.objects.filter(attempts=1).count() == 5  # the return was not an attempt
 
 
 def test_staff_start_pause_cancel_restart(au_practice, tmp_path):
@@ -611,7 +681,7 @@ def test_two_workers_share_one_hourly_budget(harbour, tmp_path, monkeypatch):
     assert Message.objects.filter(status="sending").count() == 3
     report = tick(MONDAY_10AM)  # 3 an hour, all 3 in the other worker's hands
     assert (report["sent"], report["held_by_rate_limit"]) == (0, 2)
-    assert len(dispatch._claim(harbour, MONDAY_10AM, 5)) == 0
+    assert len(dispatch._claim(harbour, MONDAY_10AM, 5, dispatch.TickReport().lease(MONDAY_10AM))) == 0
 
 
 def test_a_pass_with_nothing_due_writes_nothing(harbour, ann, tmp_path):
@@ -647,9 +717,9 @@ def test_on_postgresql_a_batch_goes_out_while_the_next_is_decided(five_due_in_ba
 
     senders, deliver = [], dispatch._deliver
 
-    def recording(messages, **kwargs):
+    def recording(practice, messages, lease, **kwargs):
         senders.append((threading.current_thread().name, len(messages)))
-        deliver(messages, **kwargs)
+        deliver(practice, messages, lease, **kwargs)
 
     monkeypatch.setattr(dispatch, "_deliver", recording)
     report = tick(MONDAY_10AM)
@@ -666,11 +736,11 @@ def test_a_batch_that_fails_to_go_stops_the_pass_and_nothing_waits_unsent(
 
     deliver = dispatch._deliver
 
-    def first_fails(messages, **kwargs):
+    def first_fails(practice, messages, lease, **kwargs):
         if not first_fails.failed:
             first_fails.failed = True
             raise RuntimeError("the database went away")
-        deliver(messages, **kwargs)
+        deliver(practice, messages, lease, **kwargs)
 
     first_fails.failed = False
     monkeypatch.setattr(dispatch, "_deliver", first_fails)
@@ -679,7 +749,7 @@ def test_a_batch_that_fails_to_go_stops_the_pass_and_nothing_waits_unsent(
     # The failed batch waits for its lease (recovery asks the provider); a batch claimed
     # after it was never handed over and is queued again, not left "sending".
     assert statuses["sending"] == 2 and set(statuses) <= {"sending", "queued"}, statuses
-    later = MONDAY_10AM + dispatch.LEASE + dt.timedelta(seconds=1)
+    later = MONDAY_10AM + LEASE_GONE
     assert tick(later)["practices_failed"] == 0
     assert Message.objects.filter(status="sent").count() == 5
     keys = list(OutboxEntry.objects.values_list("idempotency_key", flat=True))

@@ -9,12 +9,16 @@
    provider; the outcome is written after. A worker killed in between leaves `sending` rows
    whose lease runs out: the provider is asked which keys it has (sent), the rest go out
    again; a provider that cannot say puts a "check whether it went" task in front of staff.
+   A lease runs from the moment of its claim, however long the pass has run, and no
+   provider is called for a claim older than SEND_WITHIN: what is left goes back to the
+   queue, so another worker's recovery never takes a send this worker may still make.
 Deciding is done by sequences.py, recipients.py and window.py; this module applies.
 """
 
 import datetime as dt
 import logging
 import re
+import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,6 +50,9 @@ WORKER = "system:worker"
 BATCH = 10_000
 # A claimed send not finished within this time is taken to have been interrupted.
 LEASE = dt.timedelta(minutes=5)
+# No provider call starts on a claim older than this: with the providers' 30 s timeouts, a
+# claim's last send has its outcome written well inside the lease.
+SEND_WITHIN = LEASE / 2
 MAX_ATTEMPTS = 5
 # A message whose follow-up is paused is looked at again after this.
 HOLD_RECHECK = dt.timedelta(minutes=15)
@@ -61,6 +68,14 @@ def backoff(attempts: int) -> dt.timedelta:
 @dataclass
 class TickReport:
     counts: Counter = field(default_factory=Counter)
+    # The pass's `now` is fixed when it starts (decisions agree with each other); a lease is
+    # counted from the claim, or a claim late in a long pass would start already run out.
+    started: float = field(default_factory=lambda: time.monotonic())  # read late: tests move it
+
+    def lease(self, now: dt.datetime) -> "Lease":
+        """The lease of a claim made at this moment of the pass that began at `now`."""
+        taken = time.monotonic()
+        return Lease(until=now + LEASE + dt.timedelta(seconds=taken - self.started), taken=taken)
 
     def as_json(self) -> dict:
         keys = ("practices_failed", "bookings_rechecked", "steps_taken", "messages_queued",
@@ -70,6 +85,17 @@ class TickReport:
                 "recovered_requeued", "recovered_unknown", "held_by_window", "held_by_pause",
                 "held_by_rate_limit", "held_by_stale_sync")
         return {k: self.counts[k] for k in keys}
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Until when other workers leave a claim's messages alone (`until`, kept in their
+    not_before), and when it was taken on this process's clock."""
+    until: dt.datetime
+    taken: float
+
+    def may_send(self) -> bool:
+        return time.monotonic() - self.taken < SEND_WITHIN.total_seconds()
 
 
 def tick(*, now: dt.datetime | None = None, practice: Practice | None = None) -> TickReport:
@@ -273,7 +299,7 @@ class StepTakenElsewhere(Exception):
 
 
 def take_due_steps(practice: Practice, *, now: dt.datetime, report: TickReport) -> None:
-    with _Sender(report) as sender:
+    with _Sender(practice, report) as sender:
         _take_due_steps(practice, now=now, report=report, sender=sender)
 
 
@@ -285,8 +311,8 @@ class _Sender:
     one writer: there the batch is delivered in line, as it is inside a caller's transaction
     (another connection would not see the batch)."""
 
-    def __init__(self, report: TickReport):
-        self.report, self.pending = report, None
+    def __init__(self, practice: Practice, report: TickReport):
+        self.practice, self.report, self.pending = practice, report, None
         self.threaded = connection.vendor == "postgresql" and not connection.in_atomic_block
 
     def __enter__(self):
@@ -294,22 +320,22 @@ class _Sender:
             self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tick-send")
         return self
 
-    def send(self, claimed: list[Outgoing], now) -> None:
+    def send(self, claimed: list[Outgoing], lease: Lease, now) -> None:
         """Hand a batch over (after ready())."""
         if not self.threaded:
-            _deliver(claimed, now=now, report=self.report)
+            _deliver(self.practice, claimed, lease, now=now, report=self.report)
             return
-        self.pending = self.pool.submit(self._deliver_in_thread, claimed, now)
+        self.pending = self.pool.submit(self._deliver_in_thread, claimed, lease, now)
 
     def ready(self) -> None:
         """Wait for the batch before to be delivered; raise what its delivery raised."""
         if self.threaded:
             self.wait()
 
-    def _deliver_in_thread(self, claimed, now) -> Counter:
+    def _deliver_in_thread(self, claimed, lease, now) -> Counter:
         own = TickReport()
         try:
-            _deliver(claimed, now=now, report=own)
+            _deliver(self.practice, claimed, lease, now=now, report=own)
         finally:
             connection.close()  # this thread's own connection
         return own.counts
@@ -352,8 +378,9 @@ def _take_due_steps(practice: Practice, *, now, report: TickReport, sender: _Sen
                     [:BATCH])
                 if not due:
                     return
-                batch = TickReport()
-                claimed = _take_steps(facts, due, now=now, report=batch, allowance=allowance)
+                batch, lease = TickReport(), report.lease(now)
+                claimed = _take_steps(facts, due, now=now, report=batch, allowance=allowance,
+                                      lease=lease.until)
             committed = True
         except StepTakenElsewhere:
             continue  # another worker moved some of these first; what is left is retaken
@@ -369,7 +396,7 @@ def _take_due_steps(practice: Practice, *, now, report: TickReport, sender: _Sen
             # the lease to run out (where a provider that cannot look up leaves it unknown).
             _unclaim(practice, claimed, now)
             raise
-        sender.send(claimed, now)  # from here on, the batch may be with the provider
+        sender.send(claimed, lease, now)  # from here on, the batch may be with the provider
 
 
 def _unclaim(practice: Practice, claimed: list[Outgoing], now) -> None:
@@ -399,11 +426,11 @@ def step_key(sequence_id: int, position: int, round_: int = 1) -> str:
     return f"results:{sequence_id}:{position}" + (f":r{round_}" if round_ > 1 else "")
 
 
-def _take_steps(facts: PracticeFacts, rows: list[tuple], *, now, report,
-                allowance: int) -> list[Outgoing]:
+def _take_steps(facts: PracticeFacts, rows: list[tuple], *, now, report, allowance: int,
+                lease: dt.datetime) -> list[Outgoing]:
     """rows: SEQUENCE_FIELDS then the patient's PATIENT_FIELDS, per due sequence. Returns
-    the new messages this worker claimed for sending as it recorded them, at most
-    `allowance` (its share of the hourly budget)."""
+    the new messages this worker claimed for sending as it recorded them (until `lease`), at
+    most `allowance` (its share of the hourly budget)."""
     practice = facts.practice
     split = len(SEQUENCE_FIELDS)
     due = [dict(zip(SEQUENCE_FIELDS, r[:split], strict=True), group__patient_id=r[split]) for r in rows]
@@ -488,14 +515,14 @@ def _take_steps(facts: PracticeFacts, rows: list[tuple], *, now, report,
             if moved != len(ids):
                 raise StepTakenElsewhere  # undo this whole batch: none of it happened
 
-    claimed = _claim_new(messages, now, allowance)
+    claimed = _claim_new(messages, lease, allowance)
     insert_rows(Message, messages, MESSAGE_COLUMNS)
     StaffTask.objects.bulk_create(tasks)
     insert_audit(practice.id, now, events)
     return claimed
 
 
-def _claim_new(messages: list[dict], now, allowance: int) -> list[Outgoing]:
+def _claim_new(messages: list[dict], lease: dt.datetime, allowance: int) -> list[Outgoing]:
     """Messages decided in this transaction are recorded already claimed (status sending,
     the lease), as far as the allowance goes: what _claim and _checked_before_sending would
     do a moment later, minus reading back rows whose patient, address and follow-up this
@@ -503,7 +530,6 @@ def _claim_new(messages: list[dict], now, allowance: int) -> list[Outgoing]:
     for message, id_ in zip(messages, allocate_ids(Message, len(messages)), strict=True):
         message["id"] = id_
     claimed = messages[:max(allowance, 0)]
-    lease = now + LEASE
     for message in claimed:
         message.update(status=Message.Status.SENDING, not_before=lease, attempts=1)
     outgoing = itemgetter(*OUTGOING_FIELDS)
@@ -629,9 +655,12 @@ def deliver_queued(*, now, report, practices) -> None:
         if hold_bulk:
             report.counts["held_by_stale_sync"] += Message.objects.filter(
                 practice=practice, kind=Message.Kind.BULK, status=Message.Status.QUEUED).count()
-        while claimed := _claim(practice, now, BATCH, hold_bulk=hold_bulk):
-            _deliver(_checked_before_sending(practice, claimed, now=now, report=report),
-                     now=now, report=report)
+        while True:
+            lease = report.lease(now)
+            if not (claimed := _claim(practice, now, BATCH, lease, hold_bulk=hold_bulk)):
+                break
+            _deliver(practice, _checked_before_sending(practice, claimed, now=now, report=report),
+                     lease, now=now, report=report)
         practice.refresh_from_db(fields=["sends_hour", "sends_in_hour"])
         if _budget(practice, now)[1] <= 0:
             report.counts["held_by_rate_limit"] += Message.objects.filter(
@@ -704,8 +733,8 @@ def _verdicts(messages) -> dict[int, str]:
     return verdicts
 
 
-def _claim(practice, now, limit, *, hold_bulk=False) -> list[Outgoing]:
-    """Take up to `limit` due messages for this worker: status sending, the lease in
+def _claim(practice, now, limit, lease: Lease, *, hold_bulk=False) -> list[Outgoing]:
+    """Take up to `limit` due messages for this worker: status sending, the `lease` in
     not_before. PostgreSQL: rows another worker holds are skipped. SQLite: a writer that got
     in first makes this transaction fail and the claim is tried again."""
     while True:
@@ -728,7 +757,7 @@ def _claim(practice, now, limit, *, hold_bulk=False) -> list[Outgoing]:
                     return []
                 taken = Message.objects.filter(
                     id__among=[m.id for m in claimed], status=Message.Status.QUEUED).update(
-                    status=Message.Status.SENDING, not_before=now + LEASE,
+                    status=Message.Status.SENDING, not_before=lease.until,
                     attempts=F("attempts") + 1)
                 if taken != len(claimed):
                     raise ClaimedElsewhere
@@ -741,17 +770,23 @@ def _claim(practice, now, limit, *, hold_bulk=False) -> list[Outgoing]:
         return claimed
 
 
-def _deliver(messages: list[Outgoing], *, now, report) -> None:
+def _deliver(practice: Practice, messages: list[Outgoing], lease: Lease, *, now,
+             report) -> None:
+    """Hand a claim's messages to their providers and write the outcomes. What is not with
+    a provider within SEND_WITHIN of the claim is queued again."""
     by_channel = defaultdict(list)
     for m in messages:
         by_channel[m.channel].append(m)
-    for channel, claimed in by_channel.items():
-        provider = provider_for(channel)
-        for start in range(0, len(claimed), provider.chunk):
-            batch = claimed[start:start + provider.chunk]
-            outcomes = {o.message_id: o for o in provider.send_many(batch)}
-            with transaction.atomic():
-                _apply_outcomes(batch, outcomes, provider=provider.name, now=now, report=report)
+    chunks = [(provider, claimed[start:start + provider.chunk])
+              for provider, claimed in ((provider_for(c), ms) for c, ms in by_channel.items())
+              for start in range(0, len(claimed), provider.chunk)]
+    for n, (provider, batch) in enumerate(chunks):
+        if not lease.may_send():
+            _unclaim(practice, [m for _, rest in chunks[n:] for m in rest], now)
+            return
+        outcomes = {o.message_id: o for o in provider.send_many(batch)}
+        with transaction.atomic():
+            _apply_outcomes(batch, outcomes, provider=provider.name, now=now, report=report)
 
 
 def _apply_outcomes(batch, outcomes: dict[int, Outcome], *, provider, now, report) -> None:
