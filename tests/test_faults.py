@@ -12,6 +12,7 @@ fails the writes as a read-only file or a full disk would ("attempt to write a r
 database", "database or disk is full")."""
 
 import hashlib
+import json
 import os
 import random
 import signal
@@ -147,7 +148,7 @@ KILLS = 4
 
 
 def wait_for_run(env: dict, known: int, proc: subprocess.Popen, limit: float = 60) -> None:
-    """Until the process has started applying (its SyncRun row exists) or has ended."""
+    """Until the process has started its run (its SyncRun row exists) or has ended."""
     deadline = time.monotonic() + limit
     while proc.poll() is None and time.monotonic() < deadline:
         if len(runs(env)) > known:
@@ -253,6 +254,23 @@ def drop_sync_connection(env: dict, proc: subprocess.Popen) -> list:
               AND backend_xid IS NOT NULL AND query LIKE '%patients_patient%'""")
         time.sleep(0.01)
     return terminated
+
+
+def test_two_syncs_of_one_practice_at_once_run_one_after_the_other(database, tmp_path):
+    """A nightly sync and a Sync now at the same moment (H-051 (c)): the second waits for the
+    first and plans from what it stored, so it finds every patient there. (Planned from
+    before the first's commit, its new patients collided with the first's and it failed.)"""
+    env = database
+    rows = synthetic_rows(20_000)
+    source = write_list(tmp_path / "list.csv", rows)
+    both = [subprocess.Popen(command(*sync_args(source, "csv")), env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in both]
+    assert [p.returncode for p in both] == [0, 0], [e[-2000:] for _, e in outputs]
+    reports = sorted((json.loads(out) for out, _ in outputs), key=lambda r: r["run_id"])
+    assert [(r["created"], r["unchanged"]) for r in reports] == [(20_000, 0), (0, 20_000)]
+    assert [status for _, status in runs(env)] == ["completed", "completed"]
+    assert assert_whole_or_absent(env, rows) == set(expected(rows))
 
 
 def test_a_dropped_database_connection_fails_the_run_and_stores_nothing(database, tmp_path):

@@ -525,6 +525,39 @@ def test_inbox_stores_a_key_once_and_applies_rows_in_arrival_order(practice):
     assert Result.objects.get(practice=practice).patient_id == patient.id
 
 
+def test_adt_waits_in_the_inbox_while_the_practice_list_is_being_synced(practice):
+    """A nightly sync running when ADT arrives: the batch is neither applied alongside it
+    nor dead-lettered; it waits (with what came after it, in order) and goes on the next
+    pass after the sync."""
+    from django.utils import timezone
+
+    from practicesync.connectors.hl7v2.inbox import process_inbox
+    from practicesync.connectors.hl7v2.models import InboundMessage
+    from practicesync.patients.models import Patient, SyncRun
+    from practicesync.results.models import Result
+    from practicesync.runtime.processes import this_process
+
+    _store(practice, oru("W-0", pms_id="P6"))
+    _store(practice, adt("W-1", "P6", "Iris", "Quill", NHS[3]))
+    _store(practice, oru("W-2", pms_id="P6"))
+    nightly = SyncRun.objects.create(practice=practice, source="list.csv",
+                                     triggered_by="system:nightly", owner=this_process(),
+                                     started_at=timezone.now())
+    assert process_inbox(practice) == 1  # the ORU before the ADT; the rest waits
+    assert sorted(InboundMessage.objects.values_list("state", flat=True)) == [
+        "accepted", "accepted", "processed"]
+    assert not Patient.objects.filter(practice=practice).exists()
+    assert SyncRun.objects.filter(practice=practice).count() == 1  # no failed run recorded
+
+    SyncRun.objects.filter(id=nightly.id).update(status="completed")
+    assert process_inbox(practice) == 2
+    assert set(InboundMessage.objects.values_list("state", flat=True)) == {"processed"}
+    patient = Patient.objects.get(practice=practice, pms_id="P6")
+    # The result after the ADT found its patient: the order held while the batch waited.
+    assert list(Result.objects.filter(practice=practice).order_by("id")
+                .values_list("patient_id", flat=True)) == [None, patient.id]
+
+
 def test_a_batch_another_worker_holds_is_left_alone_until_its_claim_is_stale(practice):
     from django.utils import timezone
 

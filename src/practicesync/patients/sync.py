@@ -5,6 +5,7 @@ Deciding lives in reconcile/matching/merge (pure); this module loads, writes and
 
 import datetime as dt
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,7 +70,7 @@ def load_records(practice: Practice) -> list[PatientRecord]:
 
 def sync_patient_list(*, practice: Practice, source: str, actor: str, dry_run: bool = False,
                       allow_drop_reason: str = "", progress: Progress | None = None,
-                      fmt: str = "csv", partial: bool = False) -> SyncReport:
+                      fmt: str = "csv", partial: bool = False, wait: bool = True) -> SyncReport:
     """Raises SyncNotPermitted before reading anything when the practice has not consented.
 
     `fmt` "csv" reads a practice list (canonical or the PMS's export); "hl7" a file or folder
@@ -80,15 +81,45 @@ def sync_patient_list(*, practice: Practice, source: str, actor: str, dry_run: b
     (connectors/fhir/server.py). The cursor moves only with a run that applied its changes:
     in the same transaction as them, so a crash or a failed or refused run leaves it where
     it was and the next run pulls the same Patients again (re-applying them is harmless);
-    a dry run never moves it."""
+    a dry run never moves it.
+
+    Two syncs of one practice never overlap (start_run): the second waits for the first and
+    plans from what it stored; after SYNC_WAIT it gives up, as a failed run that says why.
+    With `wait` False it raises SyncBusy at once instead, and records nothing: for a caller
+    inside a transaction, which must not wait while holding it."""
     require_sync_permission(practice)
-    close_interrupted_runs(practice=practice)
     started = timezone.now()
+    partial = partial or fmt in ("hl7", "fhir")
+    options = {"practice": practice, "source": source, "actor": actor, "fmt": fmt,
+               "partial": partial, "allow_drop_reason": allow_drop_reason,
+               "progress": progress}
+    if dry_run:
+        close_interrupted_runs(practice=practice)
+        return _sync(run=None, **options)
+    try:
+        run = start_run(practice=practice, source=source, triggered_by=actor,
+                        kind="patients_partial" if partial else "patients",
+                        allow_drop_reason=allow_drop_reason, started_at=started,
+                        wait=None if wait else dt.timedelta(0))
+    except SyncBusy as e:
+        if not wait:
+            raise
+        return record_failed_run(practice=practice, source=source, actor=actor,
+                                 failure=str(e), started=started)
+    try:
+        return _sync(run=run, **options)
+    except Exception as e:
+        _finish(run, SyncRun.Status.FAILED, failure=repr(e))
+        raise
+
+
+def _sync(*, practice: Practice, source: str, actor: str, fmt: str, partial: bool,
+          allow_drop_reason: str, progress: Progress | None, run: SyncRun | None) -> SyncReport:
+    """Read, check, plan and (with a `run`; none for a dry run) apply."""
     profile = get_profile(practice.pms)
     records = load_records(practice)
     feed: PatientFeed | None = None
     pulled = None
-    partial = partial or fmt in ("hl7", "fhir")
     try:
         if fmt == "hl7":
             feed = read_patient_feed(source, pms=practice.pms, country=practice.country,
@@ -109,10 +140,10 @@ def sync_patient_list(*, practice: Practice, source: str, actor: str, dry_run: b
         rows, errors, present = check_rows(raw_rows, practice.country,
                                            known={r.pms_id: r for r in records if r.pms_id})
     except SourceError as e:
-        if dry_run:
-            return SyncReport(SyncRun.Status.FAILED, empty_summary(), failure=str(e))
-        return record_failed_run(practice=practice, source=source, actor=actor,
-                                 failure=str(e), started=started)
+        if run is not None:
+            _finish(run, SyncRun.Status.FAILED, failure=str(e))
+        return SyncReport(SyncRun.Status.FAILED, empty_summary(), run_id=run and run.id,
+                          failure=str(e))
     if progress:
         progress("checked", len(rows), len(rows))
 
@@ -136,29 +167,55 @@ def sync_patient_list(*, practice: Practice, source: str, actor: str, dry_run: b
     # A refused list applies nothing, so it counts nothing (its review item says what it
     # would have done).
     summary = empty_summary() if plan.refused else plan.summary()
-    if dry_run:
+    if run is None:
         return SyncReport(status, summary, error_dicts, plan=plan)
 
-    run = SyncRun.objects.create(practice=practice, source=source, triggered_by=actor,
-                                 kind="patients_partial" if partial else "patients",
-                                 allow_drop_reason=allow_drop_reason, started_at=started,
-                                 owner=this_process())
-    try:
-        with transaction.atomic():
-            if plan.refused:
-                _store_reviews(practice, run, [plan.refused], key_suffix=f":run{run.id}")
-            else:
-                _apply(practice, run, plan, actor, progress)
-                if pulled is not None:
-                    fhir_server.advance_cursor(practice, source, pulled)
-    except Exception as e:
-        run.status, run.failure, run.finished_at = SyncRun.Status.FAILED, repr(e), timezone.now()
-        run.save(update_fields=["status", "failure", "finished_at"])
-        raise
-    run.status, run.counts, run.errors = status, summary, error_dicts
-    run.finished_at = timezone.now()
-    run.save(update_fields=["status", "counts", "errors", "finished_at"])
+    with transaction.atomic():
+        if plan.refused:
+            _store_reviews(practice, run, [plan.refused], key_suffix=f":run{run.id}")
+        else:
+            _apply(practice, run, plan, actor, progress)
+            if pulled is not None:
+                fhir_server.advance_cursor(practice, source, pulled)
+    _finish(run, status, counts=summary, errors=error_dicts)
     return SyncReport(status, summary, error_dicts, run_id=run.id, plan=plan)
+
+
+def _finish(run: SyncRun, status: str, **fields) -> None:
+    SyncRun.objects.filter(id=run.id).update(status=status, finished_at=timezone.now(), **fields)
+
+
+class SyncBusy(Exception):
+    pass
+
+
+# A sync waits this long for another sync of the same practice to end: a 100,000-patient
+# list applies in under a minute. A nightly sync that gives up is tried again (tasks.py).
+SYNC_WAIT = dt.timedelta(minutes=2)
+SYNC_POLL_SECONDS = 1.0
+
+
+def start_run(*, practice: Practice, wait: dt.timedelta | None = None, **fields) -> SyncRun:
+    """The practice's one running sync run, made once no other is running (a run whose
+    process has gone is closed first): two syncs of one practice never overlap, so each
+    plans from what the one before stored. Raises SyncBusy after `wait` (SYNC_WAIT)."""
+    wait = SYNC_WAIT if wait is None else wait
+    deadline = time.monotonic() + wait.total_seconds()
+    while True:
+        close_interrupted_runs(practice=practice)
+        with transaction.atomic():
+            # The practice row serialises this check and insert (SQLite: the write lock).
+            Practice.objects.select_for_update(no_key=True).filter(id=practice.id).exists()
+            other = SyncRun.objects.filter(practice=practice, status=SyncRun.Status.RUNNING) \
+                .order_by("started_at").first()
+            if other is None:
+                return SyncRun.objects.create(practice=practice, owner=this_process(), **fields)
+        if time.monotonic() >= deadline:
+            raise SyncBusy(
+                f"another sync of this practice (run {other.id}, by {other.triggered_by}) was "
+                f"still running after {wait.total_seconds() / 60:g} minutes, so this one did "
+                f"not start; run it again once that one has ended")
+        time.sleep(SYNC_POLL_SECONDS)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from practicesync.patients.models import ReviewItem
+from practicesync.patients.sync import SyncBusy, sync_patient_list
 from practicesync.practices.models import Practice
 from practicesync.runtime.processes import is_alive, this_process
 
@@ -289,8 +290,17 @@ def process_inbox(practice: Practice | int, *, limit: int = 500) -> int:
         return 0
     rows = list(InboundMessage.objects.filter(id__in=ids).order_by("id")
                 .only("id", "message_type", "raw", "incident"))
-    for run in _runs(rows):
-        _apply_run(practice, run)
+    runs = list(_runs(rows))
+    for n, run in enumerate(runs):
+        try:
+            _apply_run(practice, run)
+        except SyncBusy:
+            # The practice list is being synced: these rows wait for the next pass, in
+            # their order (kinds never overtake each other).
+            waiting = [row.id for later in runs[n:] for row in later]
+            InboundMessage.objects.filter(id__in=waiting, state=State.PROCESSING).update(
+                state=State.ACCEPTED, claimed_by="")
+            return len(rows) - len(waiting)
     return len(rows)
 
 
@@ -327,6 +337,8 @@ def _apply_run(practice: Practice, run: list[InboundMessage]) -> None:
             apply = {"ADT": _apply_adt, "SIU": _apply_siu}.get(_kind(run[0]), _apply_oru)
             errors = apply(practice, run)
             _finish(practice, run, errors)
+    except SyncBusy:
+        raise  # nothing wrong with the rows: they wait
     except Exception as e:  # noqa: BLE001 - one bad row must not hold back the others
         if len(run) > 1:
             for row in run:
@@ -386,14 +398,14 @@ def _apply_siu(practice: Practice, run: list[InboundMessage]) -> dict[int, list[
 
 
 def _apply_adt(practice: Practice, run: list[InboundMessage]) -> dict[int, list[str]]:
-    from practicesync.patients.sync import sync_patient_list
-
     errors: dict[int, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="practicesync-hl7-inbox-") as folder:
         for row in run:
             Path(folder, f"{row.id:012d}.hl7").write_bytes(bytes(row.raw))
+        # Inside this batch's transaction: a sync of the practice already running means the
+        # batch waits (SyncBusy), not this transaction.
         report = sync_patient_list(practice=practice, source=folder, actor=ACTOR, fmt="hl7",
-                                   partial=True)
+                                   partial=True, wait=False)
     for error in report.errors:
         found = _NAME.match(error["message"])
         row_id = int(found.group(1)) if found else run[0].id
