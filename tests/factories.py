@@ -1,5 +1,6 @@
 """Test data builders. Synthetic only."""
 
+import contextlib
 import csv
 import datetime as dt
 import itertools
@@ -68,3 +69,27 @@ def log_in(client, user, *, verified=True):
         session[DEVICE_ID_SESSION_KEY] = device.persistent_id
         session.save()
     return client
+
+
+@contextlib.contextmanager
+def another_sync_of(practice):
+    """The practice's sync lock held as another sync would hold it: from another database
+    session on PostgreSQL (a session's own advisory locks never block it), from another open
+    lock file on SQLite."""
+    from django.db import connection
+
+    from practicesync.patients.sync import SYNC_LOCK
+    from practicesync.runtime.locks import advisory_key, practice_lock
+
+    if connection.vendor != "postgresql":
+        with practice_lock(SYNC_LOCK, practice.id, wait=0):
+            yield
+        return
+    import psycopg
+
+    db = connection.settings_dict
+    with psycopg.connect(host=db["HOST"], port=db["PORT"] or None, user=db["USER"],
+                         password=db["PASSWORD"] or None, dbname=db["NAME"],
+                         autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s, %s)", advisory_key(SYNC_LOCK, practice.id))
+        yield

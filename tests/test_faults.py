@@ -273,6 +273,40 @@ def test_two_syncs_of_one_practice_at_once_run_one_after_the_other(database, tmp
     assert assert_whole_or_absent(env, rows) == set(expected(rows))
 
 
+HOLD_THE_SYNC_LOCK = """
+import time, django
+django.setup()
+from practicesync.patients.sync import SYNC_LOCK
+from practicesync.practices.models import Practice
+from practicesync.runtime.locks import practice_lock
+with practice_lock(SYNC_LOCK, Practice.objects.get(slug="harbour").id, wait=0):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_sync_killed_while_holding_the_practice_lets_the_next_one_go_at_once(database,
+                                                                               tmp_path):
+    """The sync lock is held by a database session (PostgreSQL) or an open file (SQLite):
+    kill -9 its holder and the sync waiting for it goes on, without a timeout."""
+    env = database | {"DJANGO_SETTINGS_MODULE": "practicesync.settings"}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_SYNC_LOCK], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert holder.stdout.readline() == "held\n", holder.stderr.read()[-2000:]
+    rows = synthetic_rows(50)
+    waiting = subprocess.Popen(command(*sync_args(write_list(tmp_path / "l.csv", rows), "csv")),
+                               env=env, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    time.sleep(3)
+    assert waiting.poll() is None  # waiting for the lock
+    assert stored(env) == []
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    stdout, stderr = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, stderr[-2000:]
+    assert json.loads(stdout)["created"] == 50
+
+
 def test_a_dropped_database_connection_fails_the_run_and_stores_nothing(database, tmp_path):
     if not PG:
         pytest.skip("PostgreSQL only: an embedded SQLite database has no connection to drop")

@@ -441,6 +441,30 @@ def test_no_provider_is_called_on_a_claim_older_than_half_its_lease(harbour, tmp
     assert Message.objects.filter(attempts=1).count() == 5  # the return was not an attempt
 
 
+def test_a_claim_that_runs_out_before_any_send_ends_the_pass_and_waits(harbour, ann, tmp_path,
+                                                                       monkeypatch):
+    """Claim, then a last look slower than SEND_WITHIN: nothing is sent on the stale claim,
+    the messages go back to the queue and the pass stops (no claim-return loop); the next
+    pass sends them."""
+    started(harbour, ann, tmp_path)
+    tick_without_sending(harbour, MONDAY_10AM)
+    clock = Clock(1000.0)
+    monkeypatch.setattr(dispatch, "time", clock)
+    look = dispatch._checked_before_sending
+
+    def slow_look(*args, **kwargs):
+        clock.now += dispatch.SEND_WITHIN.total_seconds() + 1
+        return look(*args, **kwargs)
+
+    monkeypatch.setattr(dispatch, "_checked_before_sending", slow_look)
+    report = tick(MONDAY_10AM)
+    assert report["sent"] == 0 and len(sent()) == 0
+    message = Message.objects.get()
+    assert (message.status, message.attempts) == ("queued", 0)
+    monkeypatch.undo()
+    assert tick(MONDAY_10AM)["sent"] == 1 and len(sent()) == 1
+
+
 def test_staff_start_pause_cancel_restart(au_practice, tmp_path):
     patient = make_patient(au_practice, pms_id="P1", mobile_phone="+61412345678")
     import_results(au_practice, tmp_path, result_row())

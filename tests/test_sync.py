@@ -8,7 +8,14 @@ from practicesync.audit.models import AuditEvent
 from practicesync.patients.models import Patient, ReviewItem, SyncRun
 from practicesync.patients.sync import sync_patient_list
 from practicesync.practices.access import SyncNotPermitted
-from tests.factories import NHS, list_row, make_account, make_practice, write_list
+from tests.factories import (
+    NHS,
+    another_sync_of,
+    list_row,
+    make_account,
+    make_practice,
+    write_list,
+)
 
 
 def sync(practice, path, **kwargs):
@@ -284,35 +291,37 @@ def test_a_refused_run_counts_nothing(practice, tmp_path):
     assert SyncRun.objects.get(id=report.run_id).counts["updated"] == 0
 
 
-def test_a_sync_waits_for_another_running_sync_of_the_practice_then_says_so(
-        practice, tmp_path, monkeypatch):
-    """Two syncs of one practice never overlap: one that finds another running (its process
-    alive) waits SYNC_WAIT, and if that one is still running, records why it did not start
-    and changes nothing. Another practice's running sync does not hold it up."""
+def test_a_sync_waits_for_another_sync_of_the_practice_then_says_so(practice, tmp_path,
+                                                                      monkeypatch):
+    """Two syncs of one practice never overlap: one that finds another holding the
+    practice's sync lock waits SYNC_WAIT, then records why it did not start and changes
+    nothing. Another practice's sync does not hold it up. Once it holds the lock, a run
+    still marked running was left so by a holder that died, and is closed."""
     from practicesync.patients import sync as sync_module
+    from practicesync.runtime import locks
     from practicesync.runtime.processes import this_process
 
     monkeypatch.setattr(sync_module, "SYNC_WAIT", dt.timedelta(seconds=0.3))
-    monkeypatch.setattr(sync_module, "SYNC_POLL_SECONDS", 0.05)
+    monkeypatch.setattr(locks, "POLL_SECONDS", 0.05)
     source = write_list(tmp_path / "list.csv", [list_row(pms_id="P1")])
-    busy = SyncRun.objects.create(practice=practice, source="nightly.csv",
+    # Alive by its owner (this process), but no sync holds the lock for it.
+    left = SyncRun.objects.create(practice=practice, source="nightly.csv",
                                   triggered_by="system:nightly", owner=this_process(),
                                   started_at=dt.datetime(2026, 12, 6, tzinfo=dt.UTC))
-    SyncRun.objects.create(practice=make_practice(), source="x", triggered_by="t",
-                           owner=this_process(), started_at=busy.started_at)
 
-    report = sync(practice, source)
-
+    with another_sync_of(practice):
+        report = sync(practice, source)
     assert report.status == "failed" and report.exit_code == 1
-    assert report.failure.startswith(f"another sync of this practice (run {busy.id}, by "
-                                     f"system:nightly) was still running")
+    assert report.failure.startswith("another sync of this practice was still running after")
     assert SyncRun.objects.get(id=report.run_id).status == "failed"
     assert not Patient.objects.filter(practice=practice).exists()
-    assert SyncRun.objects.get(id=busy.id).status == "running"  # left alone: it is alive
+    assert SyncRun.objects.get(id=left.id).status == "running"  # not ours to close
 
-    SyncRun.objects.filter(id=busy.id).update(status="completed")
-    assert sync(practice, source).status == "completed"
+    with another_sync_of(make_practice()):
+        assert sync(practice, source).status == "completed"
     assert Patient.objects.filter(practice=practice).count() == 1
+    left.refresh_from_db()
+    assert left.status == "failed" and "let go of the practice's sync lock" in left.failure
 
 
 def test_a_run_whose_process_is_gone_is_closed_as_interrupted(practice):

@@ -394,15 +394,18 @@ def _take_due_steps(practice: Practice, *, now, report: TickReport, sender: _Sen
         except BaseException:
             # Claimed but not yet handed to a provider: queued again rather than left for
             # the lease to run out (where a provider that cannot look up leaves it unknown).
-            _unclaim(practice, claimed, now)
+            _unclaim(practice, claimed, lease, now)
             raise
         sender.send(claimed, lease, now)  # from here on, the batch may be with the provider
 
 
-def _unclaim(practice: Practice, claimed: list[Outgoing], now) -> None:
+def _unclaim(practice: Practice, claimed: list[Outgoing], lease: Lease, now) -> None:
+    """Claimed messages that were not handed to a provider go back to the queue: only while
+    they are still this claim's (its lease), never another worker's claim of them."""
     if claimed:
         returned = Message.objects.filter(
-            id__among=[m.id for m in claimed], status=Message.Status.SENDING).update(
+            id__among=[m.id for m in claimed], status=Message.Status.SENDING,
+            not_before=lease.until).update(
             status=Message.Status.QUEUED, not_before=now, attempts=F("attempts") - 1)
         give_back_sends(practice, now, returned)
 
@@ -659,8 +662,9 @@ def deliver_queued(*, now, report, practices) -> None:
             lease = report.lease(now)
             if not (claimed := _claim(practice, now, BATCH, lease, hold_bulk=hold_bulk)):
                 break
-            _deliver(practice, _checked_before_sending(practice, claimed, now=now, report=report),
-                     lease, now=now, report=report)
+            ready = _checked_before_sending(practice, claimed, now=now, report=report)
+            if ready and not _deliver(practice, ready, lease, now=now, report=report):
+                break  # a claim that ran out before any send: the next pass goes on
         practice.refresh_from_db(fields=["sends_hour", "sends_in_hour"])
         if _budget(practice, now)[1] <= 0:
             report.counts["held_by_rate_limit"] += Message.objects.filter(
@@ -771,22 +775,26 @@ def _claim(practice, now, limit, lease: Lease, *, hold_bulk=False) -> list[Outgo
 
 
 def _deliver(practice: Practice, messages: list[Outgoing], lease: Lease, *, now,
-             report) -> None:
+             report) -> int:
     """Hand a claim's messages to their providers and write the outcomes. What is not with
-    a provider within SEND_WITHIN of the claim is queued again."""
+    a provider within SEND_WITHIN of the claim is queued again. Returns how many went to a
+    provider."""
     by_channel = defaultdict(list)
     for m in messages:
         by_channel[m.channel].append(m)
     chunks = [(provider, claimed[start:start + provider.chunk])
               for provider, claimed in ((provider_for(c), ms) for c, ms in by_channel.items())
               for start in range(0, len(claimed), provider.chunk)]
+    handed = 0
     for n, (provider, batch) in enumerate(chunks):
         if not lease.may_send():
-            _unclaim(practice, [m for _, rest in chunks[n:] for m in rest], now)
-            return
+            _unclaim(practice, [m for _, rest in chunks[n:] for m in rest], lease, now)
+            return handed
         outcomes = {o.message_id: o for o in provider.send_many(batch)}
+        handed += len(batch)
         with transaction.atomic():
             _apply_outcomes(batch, outcomes, provider=provider.name, now=now, report=report)
+    return handed
 
 
 def _apply_outcomes(batch, outcomes: dict[int, Outcome], *, provider, now, report) -> None:

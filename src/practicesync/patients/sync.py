@@ -5,12 +5,11 @@ Deciding lives in reconcile/matching/merge (pure); this module loads, writes and
 
 import datetime as dt
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from practicesync.audit.models import AuditEvent
@@ -23,6 +22,7 @@ from practicesync.connectors.profiles import get_profile
 from practicesync.outreach.actions import stop_sequences_of
 from practicesync.practices.access import require_sync_permission
 from practicesync.practices.models import Practice
+from practicesync.runtime.locks import Busy, practice_lock
 from practicesync.runtime.processes import is_alive, this_process
 
 from .matching import Review
@@ -83,9 +83,10 @@ def sync_patient_list(*, practice: Practice, source: str, actor: str, dry_run: b
     it was and the next run pulls the same Patients again (re-applying them is harmless);
     a dry run never moves it.
 
-    Two syncs of one practice never overlap (start_run): the second waits for the first and
-    plans from what it stored; after SYNC_WAIT it gives up, as a failed run that says why.
-    With `wait` False it raises SyncBusy at once instead, and records nothing: for a caller
+    Two syncs of one practice never overlap (the practice's sync lock, held from before the
+    records are read until the run is finished): the second waits for the first and plans
+    from what it stored; after SYNC_WAIT it gives up, as a failed run that says why. With
+    `wait` False it raises locks.Busy at once instead and records nothing: for a caller
     inside a transaction, which must not wait while holding it."""
     require_sync_permission(practice)
     started = timezone.now()
@@ -97,20 +98,25 @@ def sync_patient_list(*, practice: Practice, source: str, actor: str, dry_run: b
         close_interrupted_runs(practice=practice)
         return _sync(run=None, **options)
     try:
-        run = start_run(practice=practice, source=source, triggered_by=actor,
-                        kind="patients_partial" if partial else "patients",
-                        allow_drop_reason=allow_drop_reason, started_at=started,
-                        wait=None if wait else dt.timedelta(0))
-    except SyncBusy as e:
+        with practice_lock(SYNC_LOCK, practice.id,
+                           wait=SYNC_WAIT.total_seconds() if wait else 0):
+            # Holding the lock, a run of the practice still marked running was left so by a
+            # holder that died: no other can be running.
+            close_interrupted_runs(practice=practice, lock_held=True)
+            run = SyncRun.objects.create(
+                practice=practice, source=source, triggered_by=actor, started_at=started,
+                kind="patients_partial" if partial else "patients",
+                allow_drop_reason=allow_drop_reason, owner=this_process())
+            try:
+                return _sync(run=run, **options)
+            except BaseException as e:
+                _fail(run, e)
+                raise
+    except Busy:
         if not wait:
             raise
-        return record_failed_run(practice=practice, source=source, actor=actor,
-                                 failure=str(e), started=started)
-    try:
-        return _sync(run=run, **options)
-    except Exception as e:
-        _finish(run, SyncRun.Status.FAILED, failure=repr(e))
-        raise
+        return record_failed_run(practice=practice, source=source, actor=actor, started=started,
+                                 failure=BUSY.format(minutes=SYNC_WAIT.total_seconds() / 60))
 
 
 def _sync(*, practice: Practice, source: str, actor: str, fmt: str, partial: bool,
@@ -177,7 +183,8 @@ def _sync(*, practice: Practice, source: str, actor: str, fmt: str, partial: boo
             _apply(practice, run, plan, actor, progress)
             if pulled is not None:
                 fhir_server.advance_cursor(practice, source, pulled)
-    _finish(run, status, counts=summary, errors=error_dicts)
+        # With what it applied: a crash after the commit never shows a stored run as failed.
+        _finish(run, status, counts=summary, errors=error_dicts)
     return SyncReport(status, summary, error_dicts, run_id=run.id, plan=plan)
 
 
@@ -185,37 +192,26 @@ def _finish(run: SyncRun, status: str, **fields) -> None:
     SyncRun.objects.filter(id=run.id).update(status=status, finished_at=timezone.now(), **fields)
 
 
-class SyncBusy(Exception):
-    pass
+def _fail(run: SyncRun, error: BaseException) -> None:
+    """Record why the run failed, on a fresh connection if the error broke this one. Best
+    effort: the error itself is what the caller sees; a run left running is closed by the
+    next sync of the practice (it then holds the lock)."""
+    try:
+        if not transaction.get_connection().in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
+        _finish(run, SyncRun.Status.FAILED, failure=repr(error))
+    except Exception as e:  # noqa: BLE001
+        log.warning("sync run=%s: its failure could not be recorded (%s)", run.id,
+                    type(e).__name__)
 
 
-# A sync waits this long for another sync of the same practice to end: a 100,000-patient
-# list applies in under a minute. A nightly sync that gives up is tried again (tasks.py).
+# Two syncs of one practice never overlap (sync_patient_list); a sync waits this long for
+# the other: a 100,000-patient list applies in under a minute. A nightly sync that gives up
+# is tried again (tasks.py).
+SYNC_LOCK = "patient-sync"
 SYNC_WAIT = dt.timedelta(minutes=2)
-SYNC_POLL_SECONDS = 1.0
-
-
-def start_run(*, practice: Practice, wait: dt.timedelta | None = None, **fields) -> SyncRun:
-    """The practice's one running sync run, made once no other is running (a run whose
-    process has gone is closed first): two syncs of one practice never overlap, so each
-    plans from what the one before stored. Raises SyncBusy after `wait` (SYNC_WAIT)."""
-    wait = SYNC_WAIT if wait is None else wait
-    deadline = time.monotonic() + wait.total_seconds()
-    while True:
-        close_interrupted_runs(practice=practice)
-        with transaction.atomic():
-            # The practice row serialises this check and insert (SQLite: the write lock).
-            Practice.objects.select_for_update(no_key=True).filter(id=practice.id).exists()
-            other = SyncRun.objects.filter(practice=practice, status=SyncRun.Status.RUNNING) \
-                .order_by("started_at").first()
-            if other is None:
-                return SyncRun.objects.create(practice=practice, owner=this_process(), **fields)
-        if time.monotonic() >= deadline:
-            raise SyncBusy(
-                f"another sync of this practice (run {other.id}, by {other.triggered_by}) was "
-                f"still running after {wait.total_seconds() / 60:g} minutes, so this one did "
-                f"not start; run it again once that one has ended")
-        time.sleep(SYNC_POLL_SECONDS)
+BUSY = ("another sync of this practice was still running after {minutes:g} minutes, so this "
+        "one did not start; run it again once that one has ended")
 
 
 @dataclass(frozen=True)
@@ -260,17 +256,21 @@ INTERRUPTED = ("interrupted: the process applying it ended without finishing ({h
                "run applies in one transaction, so nothing of it was stored")
 
 
-def close_interrupted_runs(*, practice: Practice | None = None, now=None) -> int:
+def close_interrupted_runs(*, practice: Practice | None = None, now=None,
+                           lock_held: bool = False) -> int:
     """Runs left "running" by a process that was killed or crashed are marked failed, so
-    staff never see a sync "running" for ever. Returns how many."""
+    staff never see a sync "running" for ever. Returns how many. `lock_held`: the caller
+    holds the practice's sync lock, so none of its runs can still be running."""
     now = now or timezone.now()
     running = SyncRun.objects.filter(status=SyncRun.Status.RUNNING)
     if practice is not None:
         running = running.filter(practice=practice)
     closed = 0
     for run_id, owner, started_at in running.values_list("id", "owner", "started_at"):
-        alive = is_alive(owner)
-        if alive is False:
+        alive = None if lock_held else is_alive(owner)
+        if lock_held:
+            how = "its process let go of the practice's sync lock without finishing it"
+        elif alive is False:
             how = "its process is gone"
         elif alive is None and started_at < now - FOREIGN_RUN_LIMIT:
             how = f"no word from {owner or 'its process'} for {FOREIGN_RUN_LIMIT}"

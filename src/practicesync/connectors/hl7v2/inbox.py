@@ -34,8 +34,9 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from practicesync.patients.models import ReviewItem
-from practicesync.patients.sync import SyncBusy, sync_patient_list
+from practicesync.patients.sync import sync_patient_list
 from practicesync.practices.models import Practice
+from practicesync.runtime.locks import Busy
 from practicesync.runtime.processes import is_alive, this_process
 
 from .feeds import _mapped
@@ -132,7 +133,7 @@ def _insert_rows(practice_id: int, items: list[tuple[object, bytes]]) -> list[in
         import psycopg
 
         # Server-side binding: the raw bodies go to the server as binary parameters.
-        with psycopg.Cursor(connection.connection) as cursor:
+        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
             cursor.execute(sql, params)
             return [found[0] for found in cursor.fetchall()]
     with connection.cursor() as cursor:
@@ -294,13 +295,13 @@ def process_inbox(practice: Practice | int, *, limit: int = 500) -> int:
     for n, run in enumerate(runs):
         try:
             _apply_run(practice, run)
-        except SyncBusy:
+        except Busy:
             # The practice list is being synced: these rows wait for the next pass, in
             # their order (kinds never overtake each other).
-            waiting = [row.id for later in runs[n:] for row in later]
-            InboundMessage.objects.filter(id__in=waiting, state=State.PROCESSING).update(
-                state=State.ACCEPTED, claimed_by="")
-            return len(rows) - len(waiting)
+            waiting = InboundMessage.objects.filter(
+                id__in=[row.id for later in runs[n:] for row in later],
+                state=State.PROCESSING).update(state=State.ACCEPTED, claimed_by="")
+            return len(rows) - waiting
     return len(rows)
 
 
@@ -337,7 +338,7 @@ def _apply_run(practice: Practice, run: list[InboundMessage]) -> None:
             apply = {"ADT": _apply_adt, "SIU": _apply_siu}.get(_kind(run[0]), _apply_oru)
             errors = apply(practice, run)
             _finish(practice, run, errors)
-    except SyncBusy:
+    except Busy:
         raise  # nothing wrong with the rows: they wait
     except Exception as e:  # noqa: BLE001 - one bad row must not hold back the others
         if len(run) > 1:
@@ -403,7 +404,7 @@ def _apply_adt(practice: Practice, run: list[InboundMessage]) -> dict[int, list[
         for row in run:
             Path(folder, f"{row.id:012d}.hl7").write_bytes(bytes(row.raw))
         # Inside this batch's transaction: a sync of the practice already running means the
-        # batch waits (SyncBusy), not this transaction.
+        # batch waits (locks.Busy), not this transaction.
         report = sync_patient_list(practice=practice, source=folder, actor=ACTOR, fmt="hl7",
                                    partial=True, wait=False)
     for error in report.errors:
