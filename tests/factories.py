@@ -91,5 +91,7 @@ def another_sync_of(practice):
     with psycopg.connect(host=db["HOST"], port=db["PORT"] or None, user=db["USER"],
                          password=db["PASSWORD"] or None, dbname=db["NAME"],
                          autocommit=True) as other:
-        other.execute("SELECT pg_advisory_lock(%s, %s)", advisory_key(SYNC_LOCK, practice.id))
+        [(held,)] = other.execute("SELECT pg_try_advisory_lock(%s, %s)",
+                                  advisory_key(SYNC_LOCK, practice.id)).fetchall()
+        assert held, "the practice's sync lock is already held"
         yield

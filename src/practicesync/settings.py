@@ -126,6 +126,11 @@ def _database() -> dict:
         if config["ENGINE"] == "django.db.backends.postgresql":
             # Django's own backend, except that error text never holds a row's values.
             config["ENGINE"] = "practicesync.runtime.postgresql"
+            # The server notices a vanished client in about two minutes (not the system's two
+            # hours), and lets go of its locks: a practice's sync lock (runtime/locks.py).
+            config.setdefault("OPTIONS", {}).setdefault(
+                "options", "-c tcp_keepalives_idle=60 -c tcp_keepalives_interval=10 "
+                           "-c tcp_keepalives_count=6")
         return config
     HOME.mkdir(parents=True, exist_ok=True)
     return {

@@ -22,7 +22,7 @@ from practicesync.connectors.profiles import get_profile
 from practicesync.outreach.actions import stop_sequences_of
 from practicesync.practices.access import require_sync_permission
 from practicesync.practices.models import Practice
-from practicesync.runtime.locks import Busy, practice_lock
+from practicesync.runtime.locks import Busy, LockUnavailable, practice_lock
 from practicesync.runtime.processes import is_alive, this_process
 
 from .matching import Review
@@ -112,11 +112,13 @@ def sync_patient_list(*, practice: Practice, source: str, actor: str, dry_run: b
             except BaseException as e:
                 _fail(run, e)
                 raise
-    except Busy:
+    except Busy as e:
         if not wait:
             raise
+        failure = (f"{e}; this sync did not start" if isinstance(e, LockUnavailable)
+                   else BUSY.format(minutes=SYNC_WAIT.total_seconds() / 60))
         return record_failed_run(practice=practice, source=source, actor=actor, started=started,
-                                 failure=BUSY.format(minutes=SYNC_WAIT.total_seconds() / 60))
+                                 failure=failure)
 
 
 def _sync(*, practice: Practice, source: str, actor: str, fmt: str, partial: bool,
@@ -197,8 +199,9 @@ def _fail(run: SyncRun, error: BaseException) -> None:
     effort: the error itself is what the caller sees; a run left running is closed by the
     next sync of the practice (it then holds the lock)."""
     try:
-        if not transaction.get_connection().in_atomic_block:
-            connection.close_if_unusable_or_obsolete()
+        if (not connection.in_atomic_block and connection.errors_occurred
+                and not connection.is_usable()):
+            connection.close()  # a broken session, and with it the lock, is let go
         _finish(run, SyncRun.Status.FAILED, failure=repr(error))
     except Exception as e:  # noqa: BLE001
         log.warning("sync run=%s: its failure could not be recorded (%s)", run.id,

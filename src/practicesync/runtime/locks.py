@@ -22,14 +22,22 @@ class Busy(Exception):
     """Another process holds the lock."""
 
 
+class LockUnavailable(Busy):
+    """The lock itself could not be taken (its folder cannot be written, no locks on this
+    file system): the work waits, as when busy, and the reason is worth showing."""
+
+
 @contextlib.contextmanager
 def practice_lock(name: str, practice_id: int, *, wait: float):
     """Hold the lock `name` of the practice for the block; Busy if another holder keeps it
-    for `wait` seconds (0: one try). Inside a transaction on PostgreSQL it is held until
-    that transaction ends, so what the block wrote is committed before anyone else holds
-    it. (On SQLite that transaction holds the database's write lock, and the next holder's
-    first write waits for it.)"""
+    for `wait` seconds (0: one try). Inside a transaction it is tried once, never waited for
+    (waiting would hold the transaction's own locks, which the holder may need), and on
+    PostgreSQL it is held until that transaction ends, so what the block wrote is committed
+    before anyone else holds it. (On SQLite that transaction holds the database's write
+    lock, and the next holder's first write waits for it.)"""
     lock = (_AdvisoryLock if connection.vendor == "postgresql" else _FileLock)(name, practice_id)
+    if connection.in_atomic_block:
+        wait = 0
     deadline = time.monotonic() + wait
     while not lock.try_acquire():
         left = deadline - time.monotonic()
@@ -71,26 +79,33 @@ class _AdvisoryLock:
 class _FileLock:
     def __init__(self, name: str, practice_id: int):
         self.path = _lock_folder() / f"{name}-{practice_id}.lock"
-        self.file = None
+        self.fd = -1
 
     def try_acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.path, "a")  # noqa: SIM115 - held open as the lock
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Read-only is enough for flock, so a file another user made does not stop it.
+            self.fd = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o660)
+        except OSError as e:
+            raise LockUnavailable(f"the lock {self.path} could not be opened ({e.strerror})") from e
         try:
             # flock belongs to this open file: another open, even in this process, waits.
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return True
         except BlockingIOError:
-            self.file.close()
+            os.close(self.fd)
             return False
+        except OSError as e:
+            os.close(self.fd)
+            raise LockUnavailable(f"the lock {self.path} could not be taken ({e.strerror})") from e
 
     def release(self) -> None:
-        self.file.close()
+        os.close(self.fd)
 
 
 def _lock_folder() -> Path:
     name = str(connection.settings_dict["NAME"])
-    if os.path.isabs(name):
-        return Path(f"{name}.locks")  # beside the database file, for every process using it
-    # A database in memory has only this process.
-    return Path(tempfile.gettempdir()) / f"practicesync-locks-{os.getpid()}"
+    if name == ":memory:" or "mode=memory" in name:
+        # A database in memory has only this process.
+        return Path(tempfile.gettempdir()) / f"practicesync-locks-{os.getpid()}"
+    return Path(f"{Path(name).resolve()}.locks")  # beside the file, for every process using it
